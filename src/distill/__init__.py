@@ -1,0 +1,3 @@
+"""distill — knowledge distillation and model compression for PyTorch."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,359 @@
+"""The Python entry points: ``run`` (the whole pipeline), ``train``, ``distill``, ``evaluate``.
+
+Each takes a :class:`~distill.config.Config` (or a recipe path) and turns it into keyword arguments for the
+library; the library never sees a config object.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from distill import config as C
+from distill.artifacts import load_model, load_weights, save_model, write_json, write_manifest
+from distill.data.base import ImageData, load_dataset
+from distill.data.module import DataModule
+from distill.distillers.base import build_distiller
+from distill.engine.callbacks import MetricsLogger, ProgressBar
+from distill.engine.trainer import OptimSettings, Trainer
+from distill.errors import CheckpointError, ConfigError, DistillError
+from distill.models.zoo import create_model
+from distill.report.bench import count_params, latency_ms, size_on_disk
+from distill.report.markdown import write_reports
+from distill.report.metrics import classification_metrics, predict
+
+
+def as_config(cfg: C.Config | str | Path | None, overrides: tuple[str, ...] | list[str] = ()) -> C.Config:
+    if isinstance(cfg, C.Config):
+        return _with_overrides(cfg, overrides)
+    return C.load_config(cfg, overrides)
+
+
+def _with_overrides(cfg: C.Config, overrides: tuple[str, ...] | list[str]) -> C.Config:
+    if not overrides:
+        return cfg
+    raw = C.to_dict(cfg)
+    for text in overrides:
+        C.apply_override(raw, *C.parse_override(text))
+    return C.from_dict(C.Config, raw)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} was asked for but CUDA is not available; use device=cpu or auto")
+    try:
+        return torch.device(name)
+    except RuntimeError as e:
+        raise ConfigError(f"unknown device {name!r}; expected auto, cpu, cuda or cuda:N") from e
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def load_data(cfg: C.Config) -> tuple[ImageData, DataModule]:
+    d = cfg.data
+    data = load_dataset(d.name, root=d.root, download=d.download)
+    if d.train_subset or d.test_subset:
+        data = data.subset(d.train_subset, d.test_subset, seed=cfg.seed)
+    val = d.val_size if d.val_size < 1 else int(d.val_size)
+    dm = DataModule(data, d.batch_size, val, seed=cfg.seed, augment=d.augment, eval_batch_size=d.eval_batch_size)
+    return data, dm
+
+
+def model_spec(m: C.ModelConfig, data: ImageData, **extra: Any) -> dict[str, Any]:
+    """What ``model.json`` records: enough to rebuild the model and feed it correctly."""
+    return {
+        "model": m.model,
+        "kwargs": dict(m.kwargs),
+        "num_classes": data.num_classes,
+        "in_channels": data.in_channels,
+        "classes": list(data.classes),
+        "preprocessing": {
+            "input_shape": [data.in_channels, *data.image_size],
+            "scale": 1 / 255,
+            "mean": list(data.mean),
+            "std": list(data.std),
+        },
+        "dataset": {"name": data.name, "fingerprint": data.fingerprint()},
+        **extra,
+    }
+
+
+def build_model(m: C.ModelConfig, data: ImageData) -> nn.Module:
+    return create_model(m.model, num_classes=data.num_classes, in_channels=data.in_channels, **m.kwargs)
+
+
+def check_outputs(model: nn.Module, data: ImageData, what: str) -> None:
+    """Refuse a model whose output size differs from the dataset's class count."""
+    with torch.no_grad():
+        was = model.training
+        model.eval()
+        out = model(torch.zeros(1, data.in_channels, *data.image_size, device=next(model.parameters()).device))
+        model.train(was)
+    if out.shape[-1] != data.num_classes:
+        raise ConfigError(f"{what} has {out.shape[-1]} outputs but {data.name} has {data.num_classes} classes")
+
+
+def load_teacher(path: str | Path, data: ImageData) -> tuple[nn.Module, dict[str, Any]]:
+    model, spec = load_model(Path(path))
+    if spec["num_classes"] != data.num_classes or spec["in_channels"] != data.in_channels:
+        raise CheckpointError(
+            f"teacher {path} was made for {spec['num_classes']} classes x {spec['in_channels']} channels, but "
+            f"{data.name} has {data.num_classes} classes x {data.in_channels} channels"
+        )
+    return model, spec
+
+
+def prepare_out_dir(out: Path, overwrite: bool, resume: bool, cfg: C.Config) -> None:
+    """Create ``out``; an existing non-empty one is resumed (same recipe only), replaced, or refused."""
+    saved = out / "config.yaml"
+    if out.exists() and any(out.iterdir()):
+        if resume:
+            if saved.exists() and saved.read_text() != C.dump_yaml(cfg):
+                raise ConfigError(
+                    f"{out} was made with a different recipe; resume it with the same one, or choose another --out"
+                )
+            return
+        if not overwrite:
+            raise DistillError(
+                f"{out} already exists and is not empty; pass --resume to continue it, "
+                "--overwrite to replace it, or choose another --out"
+            )
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    saved.write_text(C.dump_yaml(cfg))
+
+
+def fit(
+    cfg: C.Config,
+    dm: DataModule,
+    data: ImageData,
+    student: nn.Module,
+    teacher: nn.Module | None,
+    method: str,
+    params: dict[str, Any],
+    optim: OptimSettings,
+    out: Path,
+    label: str,
+    resume: bool,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Train ``student`` with ``method`` into model directory ``out`` (skipped when already done)."""
+    device = resolve_device(cfg.device)
+    done = out / "done.json"
+    if done.exists():  # a finished stage of a resumed run
+        load_weights(student, out / "model.safetensors", what=label)
+        return student.to(device), json.loads(done.read_text())
+    distiller = build_distiller(method, student, teacher, dm.input_shape, **params)
+    trainer = Trainer(
+        distiller,
+        dm,
+        optim,
+        device=device,
+        out_dir=out,
+        amp=cfg.amp,
+        channels_last=cfg.channels_last,
+        callbacks=[ProgressBar(label), MetricsLogger(out / "metrics.jsonl")],
+    )
+    t0 = time.perf_counter()
+    state = trainer.fit(resume=resume)
+    distiller.close()
+    if cfg.select == "best" and (out / "best.safetensors").exists():
+        load_weights(student, out / "best.safetensors", what=label)
+    info = {
+        "method": method,
+        "params": params,
+        "epochs": state.epoch,
+        "best_val_acc": state.best_acc,
+        "best_epoch": state.best_epoch,
+        "train_seconds": time.perf_counter() - t0,
+        "sec_per_epoch": sum(r["train_seconds"] for r in state.history) / max(1, len(state.history)),
+    }
+    return student, info
+
+
+def finish_stage(model: nn.Module, spec: dict, out: Path, info: dict) -> None:
+    save_model(out, model, spec)
+    write_json(out / "done.json", info)
+
+
+def measure(model: nn.Module, weights: Path, data: ImageData, bench: C.BenchConfig) -> dict[str, Any]:
+    row: dict[str, Any] = {"params": count_params(model), "size_bytes": size_on_disk(weights)}
+    if bench.latency:
+        shape = (data.in_channels, *data.image_size)
+        for bs in bench.batch_sizes:
+            row[f"latency_ms_b{bs}"] = latency_ms(model, shape, bs, repeats=bench.repeats, threads=bench.threads)
+    return row
+
+
+def run(
+    cfg: C.Config | str | Path,
+    out: str | Path | None = None,
+    overrides: tuple[str, ...] | list[str] = (),
+    overwrite: bool = False,
+    resume: bool = False,
+) -> dict[str, Any]:
+    """The whole pipeline: teacher (trained or loaded) → one student per method → evaluation → report."""
+    recipe_name = Path(cfg).stem if isinstance(cfg, (str, Path)) else "run"
+    cfg = as_config(cfg, overrides)
+    out = Path(out) if out else Path("runs") / f"{recipe_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    t_start = time.perf_counter()
+    seed_everything(cfg.seed, cfg.deterministic)
+    data, dm = load_data(cfg)
+    device = resolve_device(cfg.device)
+    # Build everything once before any training so that a bad name or parameter fails in seconds, not after the teacher.
+    validate_recipe(cfg, data, dm)
+    prepare_out_dir(out, overwrite, resume, cfg)
+
+    teacher_dir = out / "teacher"
+    if cfg.teacher.checkpoint:
+        teacher, t_spec = load_teacher(cfg.teacher.checkpoint, data)
+        t_info = {"method": "loaded", "source": str(cfg.teacher.checkpoint)}
+        if not (teacher_dir / "done.json").exists():
+            finish_stage(teacher, t_spec, teacher_dir, t_info)
+    else:
+        torch.manual_seed(cfg.seed)
+        teacher = build_model(cfg.teacher, data)
+        teacher, t_info = fit(
+            cfg, dm, data, teacher, None, "scratch", {}, cfg.teacher.train, teacher_dir, "teacher", resume
+        )
+        if not (teacher_dir / "model.json").exists():
+            finish_stage(teacher, model_spec(cfg.teacher, data), teacher_dir, t_info)
+    teacher = teacher.to(device).eval()
+    t_test, y_test = predict(teacher, dm.eval_batches("test", device), device)
+    rows = {
+        "teacher": {
+            "name": "teacher",
+            "method": t_info["method"],
+            "model": cfg.teacher.model,
+            **classification_metrics(t_test, y_test),
+            **t_info,
+        }
+    }
+
+    students = []
+    for m in cfg.methods:
+        label = m.label or m.name
+        sdir = out / "students" / label
+        torch.manual_seed(cfg.seed + 1)  # every student starts from the same initial weights
+        student = build_model(cfg.student, data)
+        student, info = fit(cfg, dm, data, student, teacher, m.name, m.params, cfg.train, sdir, label, resume)
+        if not (sdir / "model.json").exists():
+            finish_stage(
+                student,
+                model_spec(cfg.student, data, method=m.name, params=m.params, teacher=str(teacher_dir)),
+                sdir,
+                info,
+            )
+        logits, _ = predict(student, dm.eval_batches("test", device), device)
+        students.append(
+            {
+                "name": label,
+                "method": m.name,
+                "model": cfg.student.model,
+                **classification_metrics(logits, y_test, t_test),
+                **info,
+            }
+        )
+
+    rows["teacher"].update(measure(teacher, teacher_dir / "model.safetensors", data, cfg.bench))
+    for row in students:
+        model, _ = load_model(out / "students" / row["name"])
+        row.update(measure(model, out / "students" / row["name"] / "model.safetensors", data, cfg.bench))
+    report = build_report(cfg, data, rows["teacher"], students, time.perf_counter() - t_start)
+    write_reports(out, report)
+    write_manifest(out, {"config": C.to_dict(cfg), "metrics": {r["name"]: r["accuracy"] for r in students}})
+    report["out"] = str(out)
+    return report
+
+
+def train(
+    cfg: C.Config | str | Path, out: str | Path | None = None, overrides: tuple[str, ...] | list[str] = (), **kw: Any
+) -> dict[str, Any]:
+    """Train (or load) the recipe's teacher only."""
+    return run(cfg, out, [*overrides, "methods=[]"], **kw)
+
+
+def distill(
+    cfg: C.Config | str | Path,
+    teacher: str | Path,
+    out: str | Path | None = None,
+    overrides: tuple[str, ...] | list[str] = (),
+    **kw: Any,
+) -> dict[str, Any]:
+    """Distil the recipe's students from the saved teacher in model directory ``teacher``."""
+    return run(cfg, out, [*overrides, f"teacher.checkpoint={json.dumps(str(teacher))}"], **kw)
+
+
+def validate_recipe(cfg: C.Config, data: ImageData, dm: DataModule) -> None:
+    """Instantiate every model and method on the real shapes; raises on any bad name, parameter or class count."""
+    teacher = (
+        load_teacher(cfg.teacher.checkpoint, data)[0] if cfg.teacher.checkpoint else build_model(cfg.teacher, data)
+    )
+    check_outputs(teacher, data, f"teacher {cfg.teacher.model!r}")
+    for m in cfg.methods:
+        student = build_model(cfg.student, data)
+        check_outputs(student, data, f"student {cfg.student.model!r}")
+        build_distiller(m.name, student, teacher, dm.input_shape, **m.params).close()
+
+
+def build_report(cfg: C.Config, data: ImageData, teacher: dict, students: list[dict], seconds: float) -> dict[str, Any]:
+    from distill.artifacts import versions
+
+    teacher["accuracy"] = teacher.pop("acc")
+    scratch = next((s for s in students if s["method"] == "scratch"), None)
+    for s in students:
+        s["accuracy"] = s.pop("acc")
+    for s in students:
+        for bs in cfg.bench.batch_sizes:
+            k = f"latency_ms_b{bs}"
+            if k in s and k in teacher:
+                s[f"speedup_b{bs}"] = teacher[k] / s[k]
+        gap = teacher["accuracy"] - scratch["accuracy"] if scratch else 0.0
+        s["gap_recovered"] = (s["accuracy"] - scratch["accuracy"]) / gap if scratch and gap > 0 else None
+    return {
+        "dataset": {
+            "name": data.name,
+            "train": len(data.x_train),
+            "test": len(data.x_test),
+            "classes": data.num_classes,
+            "fingerprint": data.fingerprint(),
+        },
+        "teacher": teacher,
+        "students": students,
+        "seconds": seconds,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "versions": versions(),
+        "config": asdict(cfg),
+    }
+
+
+def evaluate(
+    model_dir: str | Path,
+    cfg: C.Config | str | Path | None = None,
+    split: str = "test",
+    overrides: tuple[str, ...] | list[str] = (),
+) -> dict[str, float]:
+    """Accuracy, top-5, NLL and ECE of a saved model on ``split`` of the recipe's dataset."""
+    cfg = as_config(cfg, overrides)
+    data, dm = load_data(cfg)
+    model, spec = load_teacher(model_dir, data)
+    device = resolve_device(cfg.device)
+    logits, y = predict(model.to(device), dm.eval_batches(split, device), device)
+    return {"model": spec["model"], "split": split, "n": len(y), **classification_metrics(logits, y)}

@@ -1,0 +1,111 @@
+"""DataModule: a seeded train/val split of an :class:`ImageData` and batch iterators over in-memory tensors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from distill.data.augment import AugmentSpec, apply_views, normalize, sample_views
+from distill.data.base import ImageData
+from distill.errors import DataError
+
+
+@dataclass
+class Batch:
+    """One batch: normalised float images, labels, and the indices of the samples in their split."""
+
+    x: Tensor
+    y: Tensor
+    index: Tensor
+
+
+class DataModule:
+    """Holds train/val/test as uint8 tensors and yields normalised (optionally augmented) batches.
+
+    The validation split is carved from the official training split with a seeded permutation, so it is the
+    same on every run with the same ``seed``; the test split is only ever used for evaluation.
+    """
+
+    def __init__(
+        self,
+        data: ImageData,
+        batch_size: int = 128,
+        val_size: int | float = 0.1,
+        seed: int = 0,
+        augment: bool = True,
+        eval_batch_size: int = 1024,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        n = len(data.x_train)
+        n_val = round(val_size * n) if isinstance(val_size, float) and val_size < 1 else int(val_size)
+        if not 0 <= n_val < n:
+            raise DataError(f"val_size={val_size} leaves no training data ({n} samples); use a smaller value")
+        if batch_size < 1:
+            raise DataError(f"batch_size must be >= 1, got {batch_size}")
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        val_idx, train_idx = perm[:n_val].sort().values, perm[n_val:].sort().values
+        self.data = data
+        self.x_train, self.y_train = data.x_train[train_idx], data.y_train[train_idx]
+        self.x_val, self.y_val = data.x_train[val_idx], data.y_train[val_idx]
+        self.x_test, self.y_test = data.x_test, data.y_test
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.seed = seed
+        self.spec = AugmentSpec(data.crop_padding, data.hflip) if augment else AugmentSpec()
+        self.mean = torch.tensor(data.mean, dtype=torch.float32)
+        self.std = torch.tensor(data.std, dtype=torch.float32)
+        self.rank, self.world_size = rank, world_size
+        bad = int(max(self.y_train.max(), self.y_test.max())) if len(self.y_test) else int(self.y_train.max())
+        if bad >= data.num_classes:
+            raise DataError(f"{data.name}: label {bad} found but only {data.num_classes} classes are named")
+
+    @property
+    def num_classes(self) -> int:
+        return self.data.num_classes
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.data.in_channels, *self.data.image_size)
+
+    def steps_per_epoch(self) -> int:
+        n = len(self.x_train) // self.world_size
+        return max(1, -(-n // self.batch_size))
+
+    def train_batches(self, epoch: int, device: torch.device | str = "cpu") -> Iterator[Batch]:
+        """Shuffled, augmented batches for ``epoch``; the order and views depend only on (seed, epoch)."""
+        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        order = torch.randperm(len(self.x_train), generator=g)
+        if self.world_size > 1:  # each rank takes an equal-sized strided shard
+            per = len(order) // self.world_size
+            order = order[self.rank : per * self.world_size : self.world_size]
+        views = sample_views(len(order), self.spec, g) if self.spec.enabled else None
+        mean, std = self.mean.to(device), self.std.to(device)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            x = self.x_train[idx].to(device, non_blocking=True)
+            if views is not None:
+                sl = slice(start, start + len(idx))
+                x = apply_views(x, type(views)(views.dy[sl], views.dx[sl], views.flip[sl]), self.spec)
+            yield Batch(normalize(x, mean, std), self.y_train[idx].to(device, non_blocking=True), idx)
+
+    def eval_batches(self, split: str, device: torch.device | str = "cpu") -> Iterator[Batch]:
+        """Un-augmented batches of ``split`` ("train", "val" or "test") in order."""
+        x_all, y_all = self.split(split)
+        mean, std = self.mean.to(device), self.std.to(device)
+        for start in range(0, len(x_all), self.eval_batch_size):
+            idx = torch.arange(start, min(start + self.eval_batch_size, len(x_all)))
+            x = x_all[start : start + self.eval_batch_size].to(device)
+            yield Batch(normalize(x, mean, std), y_all[idx].to(device), idx)
+
+    def split(self, name: str) -> tuple[Tensor, Tensor]:
+        splits = {
+            "train": (self.x_train, self.y_train),
+            "val": (self.x_val, self.y_val),
+            "test": (self.x_test, self.y_test),
+        }
+        if name not in splits:
+            raise DataError(f"unknown split {name!r}; expected one of {sorted(splits)}")
+        return splits[name]

@@ -1,0 +1,80 @@
+"""FitNets: hints for thin deep nets (Romero et al., 2015, arXiv:1412.6550)."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from distill.distillers.base import Distiller, Teacher, check_range, register_method
+from distill.errors import ConfigError
+from distill.features import FeatureTap, probe_shapes
+from distill.losses import hint_loss
+
+
+def default_hint_layer(model: nn.Module) -> str:
+    """The middle stage of a zoo model (the paper guides the student's middle layer by the teacher's)."""
+    layers = getattr(model, "feature_layers", None)
+    if not layers:
+        raise ConfigError(f"{type(model).__name__} names no feature_layers; give student_layer and teacher_layer")
+    return layers[len(layers) // 2]
+
+
+def make_adapter(s_shape: tuple[int, ...], t_shape: tuple[int, ...]) -> nn.Module:
+    """A regressor from the student's feature shape to the teacher's: 1×1 conv + BN for maps, linear for vectors."""
+    if len(s_shape) == 3 and len(t_shape) == 3:
+        return nn.Sequential(nn.Conv2d(s_shape[0], t_shape[0], 1, bias=False), nn.BatchNorm2d(t_shape[0]))
+    if len(s_shape) == 1 and len(t_shape) == 1:
+        return nn.Linear(s_shape[0], t_shape[0])
+    raise ConfigError(f"cannot adapt a student feature of shape {s_shape} to a teacher feature of shape {t_shape}")
+
+
+@register_method("fitnet")
+class FitNet(Distiller):
+    """``ce_weight · CE + hint_weight · MSE(adapter(s_hint), t_hint) [+ kd_weight · KD]``.
+
+    The adapter (the paper's regressor) is sized by a dry run of both networks; when the spatial sizes differ the
+    student's map is resized to the teacher's. Set ``kd_weight`` to add Hinton's term.
+
+    Args:
+        student_layer / teacher_layer: module names of the hint layers (default: the middle stage).
+        hint_weight: weight of the hint loss (100, as in the CRD benchmark's FitNet setting).
+    """
+
+    teacher_features = True
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module | None = None,
+        *,
+        student_layer: str | None = None,
+        teacher_layer: str | None = None,
+        hint_weight: float = 100.0,
+        input_shape=None,
+        **kw,
+    ) -> None:
+        check_range("hint_weight", hint_weight, lo=0.0)
+        if input_shape is None:
+            raise ConfigError("fitnet needs input_shape to size its adapter")
+        assert teacher is not None
+        t_model = teacher.model if isinstance(teacher, Teacher) else teacher
+        s_layer = student_layer or default_hint_layer(student)
+        t_layer = teacher_layer or default_hint_layer(t_model)
+        s_shape = probe_shapes(student, [s_layer], input_shape)[s_layer]
+        t_shape = probe_shapes(t_model, [t_layer], input_shape)[t_layer]
+        super().__init__(student, Teacher(t_model, [t_layer]), input_shape=input_shape, **kw)
+        self.student_layer, self.teacher_layer, self.hint_weight = s_layer, t_layer, hint_weight
+        self.tap = FeatureTap(student, [s_layer])
+        self.adapter = make_adapter(s_shape, t_shape)
+        self.t_size = t_shape[1:]
+
+    def step(self, x: Tensor, y: Tensor | None, teacher_logits: Tensor | None) -> dict[str, Tensor]:
+        t_logits = self.run_teacher(x)
+        (t_feat,) = self.teacher.features()
+        logits = self.student(x)
+        s_feat = self.adapter(self.tap[self.student_layer])
+        if s_feat.dim() == 4 and s_feat.shape[2:] != t_feat.shape[2:]:
+            s_feat = F.interpolate(s_feat, size=t_feat.shape[2:], mode="bilinear", align_corners=False)
+        terms = self.logit_terms(logits, y, t_logits)
+        terms["hint"] = self.hint_weight * hint_loss(s_feat, t_feat)
+        return {**terms, "_logits": logits}

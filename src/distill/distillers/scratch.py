@@ -1,0 +1,18 @@
+"""Training without a teacher: the baseline every distillation result is measured against."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from distill.distillers.base import Distiller, register_method
+
+
+@register_method("scratch")
+class Scratch(Distiller):
+    """Cross-entropy on the labels only (also used to train teachers)."""
+
+    needs_teacher = False
+
+    def step(self, x: Tensor, y: Tensor | None, teacher_logits: Tensor | None) -> dict[str, Tensor]:
+        logits = self.student(x)
+        return {**self.logit_terms(logits, y, None), "_logits": logits}

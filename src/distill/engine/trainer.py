@@ -1,0 +1,308 @@
+"""A small training loop for any :class:`~distill.distillers.base.Distiller` (``scratch`` trains teachers).
+
+It backprops ``StepOutput.loss``, steps the optimizer and a per-step LR schedule, evaluates on the validation
+split every epoch, and writes a resumable checkpoint after each epoch (atomically; nothing pickled). Data order
+and augmentation depend only on (seed, epoch), so resuming from an epoch checkpoint reproduces an uninterrupted
+run exactly in deterministic mode.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from torch import Tensor
+
+from distill.artifacts import atomic_write, load_checkpoint, save_checkpoint
+from distill.data.module import DataModule
+from distill.distillers.base import Distiller, check_range
+from distill.engine.callbacks import Callback
+from distill.errors import ConfigError, DistillError
+from distill.report.metrics import classification_metrics, predict
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("cosine", "multistep", "constant")
+
+
+class TrainingDiverged(DistillError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0  # completed epochs
+    step: int = 0  # completed optimizer steps
+    best_acc: float = -1.0
+    best_epoch: int = 0
+    stop: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class OptimSettings:
+    """How to optimise: the optimizer, its schedule and regularisation."""
+
+    epochs: int = 10
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    milestones: Sequence[float] = ()  # epochs at which multistep multiplies the LR by gamma
+    gamma: float = 0.1
+    warmup_epochs: float = 0.0
+    grad_clip: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"unknown optimizer {self.optimizer!r}; expected one of {list(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"unknown schedule {self.schedule!r}; expected one of {list(SCHEDULES)}")
+        check_range("lr", self.lr, lo=0.0, lo_open=True)
+        check_range("momentum", self.momentum, 0.0, 1.0, hi_open=True)
+        check_range("weight_decay", self.weight_decay, lo=0.0)
+        check_range("warmup_epochs", self.warmup_epochs, lo=0.0)
+
+
+def make_optimizer(params: list[torch.nn.Parameter], s: OptimSettings) -> torch.optim.Optimizer:
+    if s.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=s.lr, momentum=s.momentum, nesterov=s.nesterov and s.momentum > 0, weight_decay=s.weight_decay
+        )
+    return torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
+
+
+def lr_factor(step: int, steps_per_epoch: int, s: OptimSettings) -> float:
+    """LR multiplier at optimizer step ``step``: linear warm-up, then cosine / multistep / constant."""
+    total = s.epochs * steps_per_epoch
+    warm = int(s.warmup_epochs * steps_per_epoch)
+    if step < warm:
+        return (step + 1) / warm
+    if s.schedule == "cosine":
+        progress = (step - warm) / max(1, total - warm)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    if s.schedule == "multistep":
+        epoch = step / steps_per_epoch
+        return s.gamma ** sum(epoch >= m for m in s.milestones)
+    return 1.0
+
+
+class Trainer:
+    """Trains ``model`` (a Distiller) on ``data``; writes checkpoints and weights into ``out_dir`` when given."""
+
+    def __init__(
+        self,
+        model: Distiller,
+        data: DataModule,
+        optim: OptimSettings,
+        *,
+        device: str | torch.device = "cpu",
+        out_dir: Path | None = None,
+        callbacks: Sequence[Callback] = (),
+        amp: str | None = None,
+        channels_last: bool = False,
+        check_every: int = 25,
+        eval_split: str = "val",
+    ) -> None:
+        self.model, self.data, self.optim_settings = model, data, optim
+        self.device = torch.device(device)
+        self.out_dir = Path(out_dir) if out_dir else None
+        self.callbacks = list(callbacks)
+        self.epochs = optim.epochs
+        self.check_every = check_every
+        self.eval_split = eval_split if len(data.split(eval_split)[0]) else "test"
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.model.to(self.device, memory_format=self.memory_format) if channels_last else self.model.to(self.device)
+        self.optimizer = make_optimizer(model.trainable_parameters(), optim)
+        spe = data.steps_per_epoch()
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda st: lr_factor(st, spe, optim))
+        if amp not in (None, "bf16", "fp16"):
+            raise ConfigError(f"amp must be null, 'bf16' or 'fp16', got {amp!r}")
+        if amp == "fp16" and self.device.type != "cuda":
+            raise ConfigError("amp='fp16' needs a CUDA device; use amp='bf16' on the CPU")
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp or "")
+        self.scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
+        self.state = TrainState()
+        self._eval_teacher: Tensor | None = None
+
+    # -- checkpoints -------------------------------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return self.out_dir / "checkpoint.safetensors" if self.out_dir else None
+
+    def _student_state(self) -> dict[str, Tensor]:
+        return {k: v for k, v in self.model.state_dict().items() if not k.startswith("teacher.")}
+
+    def save_checkpoint(self) -> None:
+        if self.checkpoint_path is None:
+            return
+        rng = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": _np_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        save_checkpoint(
+            self.checkpoint_path,
+            {
+                "model": self._student_state(),
+                "extra": self.model.extra_state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "state": asdict(self.state),
+                "rng": rng,
+            },
+        )
+
+    def load_checkpoint(self, path: Path) -> None:
+        ck = load_checkpoint(path)
+        missing, unexpected = self.model.load_state_dict(ck["model"], strict=False)
+        if unexpected or any(not k.startswith("teacher.") for k in missing):
+            raise DistillError(
+                f"checkpoint {path} does not fit this model (missing {missing[:3]}, unexpected {unexpected[:3]})"
+            )
+        self.model.load_extra_state_dict(ck["extra"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        self.scheduler.load_state_dict(ck["scheduler"])
+        if ck.get("scaler"):
+            self.scaler.load_state_dict(ck["scaler"])
+        self.state = TrainState(**ck["state"])
+        torch.set_rng_state(ck["rng"]["torch"])
+        random.setstate(_as_tuple(ck["rng"]["python"]))
+        _np_set_state(ck["rng"]["numpy"])
+        if "cuda" in ck["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(ck["rng"]["cuda"])
+
+    def _save_student(self, name: str) -> None:
+        if self.out_dir is None:
+            return
+        state = {k: v.detach().cpu().contiguous() for k, v in self.model.export_student().state_dict().items()}
+        atomic_write(self.out_dir / name, lambda tmp: save_file(state, tmp))
+
+    # -- loop --------------------------------------------------------------------------------------------------
+    def fit(self, resume: bool = False) -> TrainState:
+        if resume and self.checkpoint_path is not None and self.checkpoint_path.exists():
+            self.load_checkpoint(self.checkpoint_path)
+        for cb in self.callbacks:
+            cb.on_fit_start(self)
+        try:
+            while self.state.epoch < self.epochs and not self.state.stop:
+                record = self.train_epoch()
+                for cb in self.callbacks:
+                    cb.on_epoch_end(self, record)
+                self.save_checkpoint()
+        finally:
+            for cb in self.callbacks:
+                cb.on_fit_end(self)
+        return self.state
+
+    def train_epoch(self) -> dict[str, Any]:
+        for cb in self.callbacks:
+            cb.on_epoch_start(self)
+        self.model.train()
+        epoch = self.state.epoch
+        t0 = time.perf_counter()
+        sums: dict[str, Tensor] = {}
+        n_batches, correct, seen = 0, torch.zeros((), device=self.device), 0
+        autocast = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
+        for i, batch in enumerate(self.data.train_batches(epoch, self.device)):
+            x = batch.x.contiguous(memory_format=self.memory_format)
+            with autocast:
+                out = self.model(x, batch.y)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(out.loss).backward()
+            if self.optim_settings.grad_clip:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.trainable_parameters(), self.optim_settings.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            self.state.step += 1
+            n_batches += 1
+            seen += len(batch.y)
+            correct += (out.logits.detach().argmax(1) == batch.y).sum()
+            parts = {"loss": out.loss.detach(), **{k: v.detach() for k, v in out.losses.items()}}
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + v.float()
+            logged = None
+            if (i + 1) % self.check_every == 0:  # the only host syncs inside the epoch
+                logged = {k: float(v) / n_batches for k, v in sums.items()}
+                self._check_finite(logged["loss"], epoch, i)
+            for cb in self.callbacks:
+                cb.on_step_end(self, logged)
+        train = {k: float(v) / max(1, n_batches) for k, v in sums.items()}
+        self._check_finite(train.get("loss", 0.0), epoch, n_batches)
+        train["acc"] = float(correct) / max(1, seen)
+        train_seconds = time.perf_counter() - t0
+        val = self.evaluate(self.eval_split)
+        self.state.epoch += 1
+        if val["acc"] > self.state.best_acc:
+            self.state.best_acc, self.state.best_epoch = val["acc"], self.state.epoch
+            self._save_student("best.safetensors")
+        record = {
+            "epoch": self.state.epoch,
+            "step": self.state.step,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "train": train,
+            self.eval_split: val,
+            "train_seconds": train_seconds,
+            "epoch_seconds": time.perf_counter() - t0,
+            "images_per_second": seen / train_seconds,
+        }
+        if self.eval_split != "val":
+            record["val"] = val
+        self.state.history.append(record)
+        return record
+
+    def _check_finite(self, loss: float, epoch: int, step: int) -> None:
+        if not math.isfinite(loss):
+            kept = (
+                f"; the last good checkpoint (epoch {self.state.epoch}) is kept at {self.checkpoint_path}"
+                if (self.checkpoint_path and self.checkpoint_path.exists())
+                else ""
+            )
+            raise TrainingDiverged(
+                f"loss became {loss} in epoch {epoch + 1} near step {step + 1}{kept}; "
+                "lower the learning rate, enable grad_clip, or check the data"
+            )
+
+    def evaluate(self, split: str = "val") -> dict[str, float]:
+        student = self.model.export_student()
+        logits, labels = predict(student, self.data.eval_batches(split, self.device), self.device)
+        teacher = None
+        if self.model.teacher is not None:
+            if self._eval_teacher is None or len(self._eval_teacher) != len(labels):
+                self._eval_teacher, _ = predict(
+                    self.model.teacher, self.data.eval_batches(split, self.device), self.device
+                )
+            teacher = self._eval_teacher
+        return classification_metrics(logits, labels, teacher)
+
+
+def _np_state() -> dict[str, Any]:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "name": name,
+        "keys": torch.from_numpy(keys.astype(np.int64)),
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "cached": float(cached),
+    }
+
+
+def _np_set_state(s: dict[str, Any]) -> None:
+    np.random.set_state((s["name"], s["keys"].numpy().astype(np.uint32), s["pos"], s["has_gauss"], s["cached"]))
+
+
+def _as_tuple(o: Any) -> Any:
+    return tuple(_as_tuple(v) for v in o) if isinstance(o, (list, tuple)) else o

@@ -1,0 +1,51 @@
+"""``create_model`` — the single entry point for every architecture.
+
+A factory is registered with ``@register_model("name")`` and has the signature
+``factory(num_classes: int, in_channels: int, **kwargs) -> nn.Module``. Names with a ``torchvision:`` or
+``timm:`` prefix are built by the adapters in :mod:`distill.models.adapters`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from distill.errors import ConfigError
+from distill.registry import Registry
+
+ModelFactory = Callable[..., nn.Module]
+MODELS: Registry[ModelFactory] = Registry("model")
+
+
+def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
+    return MODELS.register(name)
+
+
+def create_model(name: str, num_classes: int = 10, in_channels: int = 3, **kwargs: Any) -> nn.Module:
+    """Build ``name`` for ``num_classes`` outputs on ``in_channels``-channel images."""
+    _load_builtin()
+    if ":" in name:
+        from distill.models import adapters
+
+        return adapters.create_external(name, num_classes=num_classes, in_channels=in_channels, **kwargs)
+    factory = MODELS.get(name)
+    params = inspect.signature(factory).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(set(kwargs) - set(params))
+        if unknown:
+            valid = sorted(set(params) - {"num_classes", "in_channels"})
+            raise ConfigError(f"model {name!r} has no argument(s) {unknown}; it takes {valid or 'none'}")
+    return factory(num_classes=num_classes, in_channels=in_channels, **kwargs)
+
+
+def model_names() -> list[str]:
+    _load_builtin()
+    return MODELS.names()
+
+
+def _load_builtin() -> None:
+    # Importing the modules runs their @register_model decorators.
+    from distill.models import cifar, mlp, small  # noqa: F401

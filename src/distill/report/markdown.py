@@ -1,0 +1,89 @@
+"""report.json, report.md and the terminal table of a run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from distill.artifacts import write_json
+
+COLUMNS = [
+    ("name", "model", "{}"),
+    ("method", "method", "{}"),
+    ("accuracy", "test acc", "{:.4f}"),
+    ("params", "params", "{:,}"),
+    ("size_bytes", "size (KB)", "size"),
+    ("latency_ms_b1", "latency b1 (ms)", "{:.3f}"),
+    ("latency_ms_b256", "latency b256 (ms)", "{:.2f}"),
+    ("speedup_b1", "speed-up b1", "{:.2f}x"),
+    ("speedup_b256", "speed-up b256", "{:.2f}x"),
+    ("agreement", "agreement", "{:.4f}"),
+    ("gap_recovered", "gap recovered", "{:.1%}"),
+    ("train_seconds", "train (s)", "{:.0f}"),
+]
+
+
+def _fmt(value: Any, fmt: str) -> str:
+    if value is None:
+        return "—"
+    if fmt == "size":
+        return f"{value / 1024:,.1f}"
+    try:
+        return fmt.format(value)
+    except (ValueError, TypeError):
+        return str(value)
+
+
+def table_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    entries = [report["teacher"], *report["students"]]
+    cols = [c for c in COLUMNS if any(c[0] in e for e in entries)]
+    return [c[1] for c in cols], [[_fmt(e.get(k), f) for k, _, f in cols] for e in entries]
+
+
+def markdown(report: dict[str, Any]) -> str:
+    head, rows = table_rows(report)
+    ds = report["dataset"]
+    lines = [
+        f"# distill report — {ds['name']}",
+        "",
+        f"{ds['train']:,} training images (validation carved from them), {ds['test']:,} test images, "
+        f"{ds['classes']} classes. Run took {report['seconds']:.0f} s on {report['versions']['platform']} "
+        f"(torch {report['versions']['torch']}), {report['date']}.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join("---" for _ in head) + "|",
+        *["| " + " | ".join(r) + " |" for r in rows],
+        "",
+        "Latency: median CPU forward time in eval mode. Gap recovered: (student − scratch) / (teacher − scratch).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_reports(out: Path, report: dict[str, Any]) -> None:
+    write_json(out / "report.json", report)
+    (out / "report.md").write_text(markdown(report))
+
+
+def print_table(report: dict[str, Any]) -> None:
+    """A rich table on the terminal (plain Markdown when rich is missing)."""
+    import sys
+
+    head, rows = table_rows(report)
+    if not sys.stdout.isatty():  # logs and pipes get Markdown, which no terminal width can squash
+        print(markdown(report))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"distill — {report['dataset']['name']} ({report['seconds']:.0f} s)")
+    for h in head:
+        table.add_column(h, justify="left" if h in ("model", "method") else "right")
+    for r in rows:
+        table.add_row(*r)
+    Console().print(table)
+
+
+def load_report(run_dir: Path) -> dict[str, Any]:
+    return json.loads((Path(run_dir) / "report.json").read_text())
