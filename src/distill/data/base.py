@@ -69,14 +69,13 @@ class ImageData:
         return h.hexdigest()
 
     def subset(self, n_train: int | None = None, n_test: int | None = None, seed: int = 0) -> ImageData:
-        """A seeded random slice (for smoke runs and tests)."""
-        g = torch.Generator().manual_seed(seed)
+        """A seeded random slice (for smoke runs and tests); each split's slice depends only on its own size."""
         out = self
         if n_train is not None and n_train < len(self.x_train):
-            idx = torch.randperm(len(self.x_train), generator=g)[:n_train]
+            idx = torch.randperm(len(self.x_train), generator=torch.Generator().manual_seed(seed))[:n_train]
             out = replace(out, x_train=self.x_train[idx], y_train=self.y_train[idx])
         if n_test is not None and n_test < len(self.x_test):
-            idx = torch.randperm(len(self.x_test), generator=g)[:n_test]
+            idx = torch.randperm(len(self.x_test), generator=torch.Generator().manual_seed(seed + 1))[:n_test]
             out = replace(out, x_test=self.x_test[idx], y_test=self.y_test[idx])
         return out
 

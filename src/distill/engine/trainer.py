@@ -58,7 +58,7 @@ class OptimSettings:
     nesterov: bool = True
     weight_decay: float = 5e-4
     schedule: str = "cosine"
-    milestones: Sequence[float] = ()  # epochs at which multistep multiplies the LR by gamma
+    milestones: list[float] = field(default_factory=list)  # epochs at which multistep multiplies the LR by gamma
     gamma: float = 0.1
     warmup_epochs: float = 0.0
     grad_clip: float | None = None
