@@ -1,0 +1,39 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   — create .venv, install distill, get Fashion-MNIST, run configs/demo.yaml
+#   make test   — create .venv, install distill + dev tools, get Fashion-MNIST, run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# torch and torchvision are pinned to releases that install together; override for another platform,
+# e.g. make demo TORCH="torch==2.9.1 torchvision==0.24.1"
+TORCH  ?= torch==2.14.1 torchvision==0.29.1
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: demo test smoke data lint bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+data:
+	@bash scripts/ensure-data.sh
+
+demo: $(STAMP) data
+	$(BIN)/distill run configs/demo.yaml
+
+smoke: $(STAMP) data
+	$(BIN)/distill run configs/smoke.yaml
+
+test: $(STAMP) data
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache
