@@ -11,9 +11,21 @@ from distill.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
-needs_fmnist = pytest.mark.skipif(not FMNIST.is_dir(), reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
-SYNTH = ["--set", "data.name=synthetic", "--set", "data.val_size=64", "--set", "bench.repeats=2",
-         "--set", "train.epochs=1", "--set", "teacher.train.epochs=1"]
+needs_fmnist = pytest.mark.skipif(
+    not FMNIST.is_dir(), reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)"
+)
+SYNTH = [
+    "--set",
+    "data.name=synthetic",
+    "--set",
+    "data.val_size=64",
+    "--set",
+    "bench.repeats=2",
+    "--set",
+    "train.epochs=1",
+    "--set",
+    "teacher.train.epochs=1",
+]
 
 
 @pytest.mark.parametrize("what", ["models", "methods", "datasets"])
@@ -30,8 +42,9 @@ def test_smoke_recipe_end_to_end(tmp_path):
     out = tmp_path / "run"
     exe = Path(sys.executable).with_name("distill")
     cmd = [str(exe) if exe.exists() else sys.executable, *([] if exe.exists() else ["-m", "distill"])]
-    r = subprocess.run([*cmd, "run", str(ROOT / "configs/smoke.yaml"), "--out", str(out)], capture_output=True, text=True,
-                       timeout=300)
+    r = subprocess.run(
+        [*cmd, "run", str(ROOT / "configs/smoke.yaml"), "--out", str(out)], capture_output=True, text=True, timeout=300
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     report = json.loads((out / "report.json").read_text())
     names = [s["name"] for s in report["students"]]
@@ -42,16 +55,24 @@ def test_smoke_recipe_end_to_end(tmp_path):
         assert 0.0 <= entry["accuracy"] <= 1.0
     assert all("gap_recovered" in s for s in report["students"])
     assert report["students"][0]["gap_recovered"] == 0.0
-    for f in ("config.yaml", "report.md", "manifest.json", "teacher/model.safetensors", "teacher/metrics.jsonl",
-              "students/kd/model.safetensors", "students/kd/model.json"):
+    for f in (
+        "config.yaml",
+        "report.md",
+        "manifest.json",
+        "teacher/model.safetensors",
+        "teacher/metrics.jsonl",
+        "students/kd/model.safetensors",
+        "students/kd/model.json",
+    ):
         assert (out / f).is_file(), f
     assert not list(out.rglob("*.pt")) and not list(out.rglob("*.pth")) and not list(out.rglob("*.pkl"))
     assert "| teacher |" in r.stdout
     # info and evaluate on the finished run
     r2 = subprocess.run([*cmd, "info", str(out)], capture_output=True, text=True)
     assert r2.returncode == 0 and "kd" in r2.stdout
-    r3 = subprocess.run([*cmd, "evaluate", str(out / "students/kd"), "--set", "data.test_subset=500"], capture_output=True,
-                        text=True)
+    r3 = subprocess.run(
+        [*cmd, "evaluate", str(out / "students/kd"), "--set", "data.test_subset=500"], capture_output=True, text=True
+    )
     assert r3.returncode == 0, r3.stderr
     assert json.loads(r3.stdout)["acc"] == pytest.approx(report["students"][1]["accuracy"], abs=1e-6)
 
@@ -60,8 +81,17 @@ def test_distill_from_saved_teacher_and_resume_skips_finished_stages(tmp_path, c
     assert main(["train", str(ROOT / "configs/smoke.yaml"), "--out", str(tmp_path / "t"), *SYNTH]) == 0
     teacher = tmp_path / "t" / "teacher"
     assert (teacher / "model.json").is_file()
-    args = ["distill", str(ROOT / "configs/smoke.yaml"), "--teacher", str(teacher), "--out", str(tmp_path / "s"), *SYNTH,
-            "--set", "methods=[{name: kd}]"]
+    args = [
+        "distill",
+        str(ROOT / "configs/smoke.yaml"),
+        "--teacher",
+        str(teacher),
+        "--out",
+        str(tmp_path / "s"),
+        *SYNTH,
+        "--set",
+        "methods=[{name: kd}]",
+    ]
     assert main(args) == 0
     before = (tmp_path / "s/students/kd/model.safetensors").read_bytes()
     assert main([*args, "--resume"]) == 0  # everything done: nothing retrained
@@ -80,28 +110,70 @@ def run_err(args, capsys):
 
 
 def test_unknown_names_list_what_exists(tmp_path, capsys):
-    msg = run_err(["run", str(ROOT / "configs/smoke.yaml"), "--out", str(tmp_path / "x"), *SYNTH,
-                   "--set", "student.model=resnet9"], capsys)
+    msg = run_err(
+        [
+            "run",
+            str(ROOT / "configs/smoke.yaml"),
+            "--out",
+            str(tmp_path / "x"),
+            *SYNTH,
+            "--set",
+            "student.model=resnet9",
+        ],
+        capsys,
+    )
     assert "unknown model 'resnet9'" in msg and "resnet8" in msg
-    msg = run_err(["run", str(ROOT / "configs/smoke.yaml"), "--out", str(tmp_path / "x"), *SYNTH,
-                   "--set", "methods=[{name: dkdd}]"], capsys)
+    msg = run_err(
+        [
+            "run",
+            str(ROOT / "configs/smoke.yaml"),
+            "--out",
+            str(tmp_path / "x"),
+            *SYNTH,
+            "--set",
+            "methods=[{name: dkdd}]",
+        ],
+        capsys,
+    )
     assert "unknown method 'dkdd'" in msg and "kd" in msg
-    msg = run_err(["run", str(ROOT / "configs/smoke.yaml"), "--out", str(tmp_path / "x"), "--set", "data.name=fmnist"],
-                  capsys)
+    msg = run_err(
+        ["run", str(ROOT / "configs/smoke.yaml"), "--out", str(tmp_path / "x"), "--set", "data.name=fmnist"], capsys
+    )
     assert "fashion_mnist" in msg
     assert not (tmp_path / "x").exists()  # nothing was written for a bad recipe
 
 
 def test_missing_dataset_says_how_to_get_it(tmp_path, capsys):
-    msg = run_err(["run", str(ROOT / "configs/smoke.yaml"), "--out", str(tmp_path / "x"),
-                   "--set", f"data.root={tmp_path / 'empty'}"], capsys)
+    msg = run_err(
+        [
+            "run",
+            str(ROOT / "configs/smoke.yaml"),
+            "--out",
+            str(tmp_path / "x"),
+            "--set",
+            f"data.root={tmp_path / 'empty'}",
+        ],
+        capsys,
+    )
     assert "apt-get install dataset-fashion-mnist" in msg
 
 
 def test_class_count_mismatch_names_both_sides(tmp_path, capsys):
     assert main(["train", str(ROOT / "configs/smoke.yaml"), "--out", str(tmp_path / "t"), *SYNTH]) == 0
-    msg = run_err(["distill", str(ROOT / "configs/smoke.yaml"), "--teacher", str(tmp_path / "t/teacher"),
-                   "--out", str(tmp_path / "s"), *SYNTH, "--set", "data.name=digits"], capsys)
+    msg = run_err(
+        [
+            "distill",
+            str(ROOT / "configs/smoke.yaml"),
+            "--teacher",
+            str(tmp_path / "t/teacher"),
+            "--out",
+            str(tmp_path / "s"),
+            *SYNTH,
+            "--set",
+            "data.name=digits",
+        ],
+        capsys,
+    )
     assert "4 classes" in msg and "10 classes" in msg
 
 
@@ -120,12 +192,32 @@ def test_tampered_teacher_weights_are_refused(tmp_path, capsys):
     data = bytearray(w.read_bytes())
     data[-1] ^= 0xFF
     w.write_bytes(bytes(data))
-    msg = run_err(["distill", str(ROOT / "configs/smoke.yaml"), "--teacher", str(tmp_path / "t/teacher"),
-                   "--out", str(tmp_path / "s"), *SYNTH], capsys)
+    msg = run_err(
+        [
+            "distill",
+            str(ROOT / "configs/smoke.yaml"),
+            "--teacher",
+            str(tmp_path / "t/teacher"),
+            "--out",
+            str(tmp_path / "s"),
+            *SYNTH,
+        ],
+        capsys,
+    )
     assert "sha256" in msg
 
 
 def test_debug_shows_traceback(tmp_path):
     with pytest.raises(Exception, match="unknown model"):
-        main(["--debug", "run", str(ROOT / "configs/smoke.yaml"), "--out", str(tmp_path / "x"), *SYNTH,
-              "--set", "student.model=nope"])
+        main(
+            [
+                "--debug",
+                "run",
+                str(ROOT / "configs/smoke.yaml"),
+                "--out",
+                str(tmp_path / "x"),
+                *SYNTH,
+                "--set",
+                "student.model=nope",
+            ]
+        )

@@ -21,7 +21,9 @@ def test_defaults_and_round_trip(tmp_path):
 
 def test_overrides_reach_nested_keys_and_list_items(tmp_path):
     p = write(tmp_path, "methods:\n  - name: scratch\n  - name: kd\n    params: {temperature: 4}\n")
-    cfg = load_config(p, ["train.lr=0.2", "methods.1.params.temperature=2", "data.train_subset=100", "teacher.kwargs={width: 3}"])
+    cfg = load_config(
+        p, ["train.lr=0.2", "methods.1.params.temperature=2", "data.train_subset=100", "teacher.kwargs={width: 3}"]
+    )
     assert cfg.train.lr == 0.2 and cfg.methods[1].params["temperature"] == 2
     assert cfg.data.train_subset == 100 and cfg.teacher.kwargs == {"width": 3}
 

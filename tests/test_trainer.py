@@ -54,7 +54,7 @@ def test_nan_loss_stops_with_clear_message_and_keeps_checkpoint(tiny, dm, tmp_pa
     t.epochs = 4
     with torch.no_grad():
         next(d.student.parameters()).fill_(float("nan"))
-    with pytest.raises(TrainingDiverged, match="loss became nan.*last good checkpoint"):
+    with pytest.raises(TrainingDiverged, match=r"loss became nan.*last good checkpoint"):
         t.fit()
     assert (tmp_path / "checkpoint.safetensors").read_bytes() == good
 
@@ -71,7 +71,12 @@ def test_lr_schedules():
 
 @pytest.mark.parametrize(
     ("kw", "match"),
-    [({"epochs": 0}, "epochs"), ({"lr": -1.0}, "lr"), ({"optimizer": "adam"}, "adamw"), ({"schedule": "step"}, "cosine")],
+    [
+        ({"epochs": 0}, "epochs"),
+        ({"lr": -1.0}, "lr"),
+        ({"optimizer": "adam"}, "adamw"),
+        ({"schedule": "step"}, "cosine"),
+    ],
 )
 def test_bad_optim_settings(kw, match):
     with pytest.raises(ConfigError, match=match):

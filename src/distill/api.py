@@ -160,7 +160,7 @@ def fit(
     if done.exists():  # a finished stage of a resumed run
         load_weights(student, out / "model.safetensors", what=label)
         return student.to(device), json.loads(done.read_text())
-    distiller = build_distiller(method, student, teacher, dm.input_shape, **params)
+    distiller = build_distiller(method, student, teacher, dm.input_shape, len(dm.x_train), dm.num_classes, **params)
     trainer = Trainer(
         distiller,
         dm,
@@ -310,7 +310,7 @@ def validate_recipe(cfg: C.Config, data: ImageData, dm: DataModule) -> None:
     for m in cfg.methods:
         student = build_model(cfg.student, data)
         check_outputs(student, data, f"student {cfg.student.model!r}")
-        build_distiller(m.name, student, teacher, dm.input_shape, **m.params).close()
+        build_distiller(m.name, student, teacher, dm.input_shape, len(dm.x_train), dm.num_classes, **m.params).close()
 
 
 def build_report(cfg: C.Config, data: ImageData, teacher: dict, students: list[dict], seconds: float) -> dict[str, Any]:

@@ -50,6 +50,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("what", choices=["models", "methods", "datasets"])
     p = sub.add_parser("info", help="print a run's summary table")
     p.add_argument("run_dir", type=Path)
+    from distill.commands import plugins
+
+    for plugin in plugins():
+        plugin.register(sub)
     return ap
 
 
@@ -71,6 +75,8 @@ def dispatch(args: argparse.Namespace) -> int:
     from distill import api
     from distill.report.markdown import load_report, print_table
 
+    if getattr(args, "handler", None) is not None:
+        return int(args.handler(args) or 0)
     if args.command == "list":
         print("\n".join(list_names(args.what)))
         return 0

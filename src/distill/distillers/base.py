@@ -23,6 +23,16 @@ from distill.registry import Registry
 
 
 @dataclass
+class StepInput:
+    """What a method's :meth:`Distiller.step` receives for one batch."""
+
+    x: Tensor  # (B, C, H, W) normalised inputs
+    y: Tensor | None = None  # (B,) labels; None on an unlabeled transfer set
+    teacher_logits: Tensor | None = None  # (B, K) from the teacher-output cache, when one is used
+    index: Tensor | None = None  # (B,) positions of the samples in the training split (memory banks)
+
+
+@dataclass
 class StepOutput:
     """What one forward of a distiller gives the trainer."""
 
@@ -110,14 +120,20 @@ class Distiller(nn.Module):
             self.teacher.eval()  # Teacher.train already refuses; this is belt and braces for plain modules
         return self
 
-    def forward(self, x: Tensor, y: Tensor | None = None, teacher_logits: Tensor | None = None) -> StepOutput:
+    def forward(
+        self,
+        x: Tensor,
+        y: Tensor | None = None,
+        teacher_logits: Tensor | None = None,
+        index: Tensor | None = None,
+    ) -> StepOutput:
         """One training step's losses. ``teacher_logits`` may come from a cache; feature methods ignore it."""
-        losses = self.step(x, y, teacher_logits)
+        losses = self.step(StepInput(x, y, teacher_logits, index))
         logits = losses.pop("_logits")
         total = torch.stack([v.float() for v in losses.values()]).sum() if losses else logits.sum() * 0.0
         return StepOutput(total, logits, losses)
 
-    def step(self, x: Tensor, y: Tensor | None, teacher_logits: Tensor | None) -> dict[str, Tensor]:
+    def step(self, b: StepInput) -> dict[str, Tensor]:
         """Return the weighted loss terms plus the student logits under the key ``"_logits"``."""
         raise NotImplementedError
 
@@ -138,6 +154,10 @@ class Distiller(nn.Module):
         if self.kd_weight > 0 and t_logits is not None:
             out["kd"] = self.kd_weight * kd_loss(logits, t_logits, self.temperature)
         return out
+
+    def set_epoch(self, epoch: int, epochs: int) -> None:
+        """Called by the trainer before each epoch (0-based) — for methods with a schedule (two-stage FitNets)."""
+        self.epoch, self.epochs = epoch, epochs
 
     def export_student(self) -> nn.Module:
         """The student alone: no teacher, adapters or hooks."""
@@ -195,9 +215,12 @@ def method_params(name: str) -> dict[str, inspect.Parameter]:
         for p in inspect.signature(klass.__init__).parameters.values():
             if p.kind is p.KEYWORD_ONLY:
                 params[p.name] = p
-    for hidden in ("input_shape", *cls.hidden_params):
+    for hidden in (*CONTEXT, *cls.hidden_params):
         params.pop(hidden, None)
     return params
+
+
+CONTEXT = ("input_shape", "num_samples", "num_classes")  # facts of the data, supplied by the pipeline, not the user
 
 
 def build_distiller(
@@ -205,16 +228,32 @@ def build_distiller(
     student: nn.Module,
     teacher: nn.Module | None,
     input_shape: Sequence[int],
+    num_samples: int | None = None,
+    num_classes: int | None = None,
     **params: Any,
 ) -> Distiller:
-    """Create method ``name``; unknown hyper-parameters are refused with the list of valid ones."""
+    """Create method ``name``; unknown hyper-parameters are refused with the list of valid ones.
+
+    ``num_samples`` (training-set size) and ``num_classes`` are handed to methods whose constructor takes them
+    (memory banks, class-wise statistics).
+    """
     load_builtin_methods()
     cls = DISTILLERS.get(name)
     valid = method_params(name)
     unknown = sorted(set(params) - set(valid))
     if unknown:
         raise ConfigError(f"method {name!r} has no parameter(s) {unknown}; it takes {sorted(valid)}")
-    return cls(student, teacher if cls.needs_teacher else None, input_shape=input_shape, **params)
+    accepted = _init_params(cls)
+    context = {k: v for k, v in (("num_samples", num_samples), ("num_classes", num_classes)) if k in accepted}
+    return cls(student, teacher if cls.needs_teacher else None, input_shape=input_shape, **context, **params)
+
+
+def _init_params(cls: type) -> set[str]:
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if isinstance(klass, type) and issubclass(klass, Distiller):
+            names |= set(inspect.signature(klass.__init__).parameters)
+    return names
 
 
 def load_builtin_methods() -> None:

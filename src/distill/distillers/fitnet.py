@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distill.distillers.base import Distiller, Teacher, check_range, register_method
+from distill.distillers.base import Distiller, StepInput, Teacher, check_range, register_method
 from distill.errors import ConfigError
 from distill.features import FeatureTap, probe_shapes
 from distill.losses import hint_loss
@@ -68,13 +68,13 @@ class FitNet(Distiller):
         self.adapter = make_adapter(s_shape, t_shape)
         self.t_size = t_shape[1:]
 
-    def step(self, x: Tensor, y: Tensor | None, teacher_logits: Tensor | None) -> dict[str, Tensor]:
-        t_logits = self.run_teacher(x)
+    def step(self, b: StepInput) -> dict[str, Tensor]:
+        t_logits = self.run_teacher(b.x)
         (t_feat,) = self.teacher.features()
-        logits = self.student(x)
+        logits = self.student(b.x)
         s_feat = self.adapter(self.tap[self.student_layer])
         if s_feat.dim() == 4 and s_feat.shape[2:] != t_feat.shape[2:]:
             s_feat = F.interpolate(s_feat, size=t_feat.shape[2:], mode="bilinear", align_corners=False)
-        terms = self.logit_terms(logits, y, t_logits)
+        terms = self.logit_terms(logits, b.y, t_logits)
         terms["hint"] = self.hint_weight * hint_loss(s_feat, t_feat)
         return {**terms, "_logits": logits}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from distill.distillers.base import Distiller, check_range, register_method
+from distill.distillers.base import Distiller, StepInput, check_range, register_method
 from distill.losses import pseudo_label_loss
 
 
@@ -32,9 +32,9 @@ class Hard(Distiller):
         super().__init__(student, teacher, ce_weight=ce_weight, **kw)
         self.pseudo_weight = pseudo_weight
 
-    def step(self, x: Tensor, y: Tensor | None, teacher_logits: Tensor | None) -> dict[str, Tensor]:
-        t = self.run_teacher(x, teacher_logits)
-        logits = self.student(x)
-        terms = self.logit_terms(logits, y, t)
+    def step(self, b: StepInput) -> dict[str, Tensor]:
+        t = self.run_teacher(b.x, b.teacher_logits)
+        logits = self.student(b.x)
+        terms = self.logit_terms(logits, b.y, t)
         terms["pseudo"] = self.pseudo_weight * pseudo_label_loss(logits, t, self.label_smoothing)
         return {**terms, "_logits": logits}

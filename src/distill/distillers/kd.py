@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from distill.distillers.base import Distiller, check_range, register_method
+from distill.distillers.base import Distiller, StepInput, check_range, register_method
 
 
 @register_method("kd")
@@ -32,7 +32,7 @@ class KD(Distiller):
         super().__init__(student, teacher, ce_weight=1.0 - alpha, kd_weight=alpha, temperature=temperature, **kw)
         self.alpha = alpha
 
-    def step(self, x: Tensor, y: Tensor | None, teacher_logits: Tensor | None) -> dict[str, Tensor]:
-        t = self.run_teacher(x, teacher_logits)
-        logits = self.student(x)
-        return {**self.logit_terms(logits, y, t), "_logits": logits}
+    def step(self, b: StepInput) -> dict[str, Tensor]:
+        t = self.run_teacher(b.x, b.teacher_logits)
+        logits = self.student(b.x)
+        return {**self.logit_terms(logits, b.y, t), "_logits": logits}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from distill.distillers.base import Distiller, register_method
+from distill.distillers.base import Distiller, StepInput, register_method
 
 
 @register_method("scratch")
@@ -13,6 +13,6 @@ class Scratch(Distiller):
 
     needs_teacher = False
 
-    def step(self, x: Tensor, y: Tensor | None, teacher_logits: Tensor | None) -> dict[str, Tensor]:
-        logits = self.student(x)
-        return {**self.logit_terms(logits, y, None), "_logits": logits}
+    def step(self, b: StepInput) -> dict[str, Tensor]:
+        logits = self.student(b.x)
+        return {**self.logit_terms(logits, b.y, None), "_logits": logits}

@@ -211,6 +211,7 @@ class Trainer:
             cb.on_epoch_start(self)
         self.model.train()
         epoch = self.state.epoch
+        self.model.set_epoch(epoch, self.epochs)
         t0 = time.perf_counter()
         sums: dict[str, Tensor] = {}
         n_batches, correct, seen = 0, torch.zeros((), device=self.device), 0
@@ -218,7 +219,7 @@ class Trainer:
         for i, batch in enumerate(self.data.train_batches(epoch, self.device)):
             x = batch.x.contiguous(memory_format=self.memory_format)
             with autocast:
-                out = self.model(x, batch.y)
+                out = self.model(x, batch.y, index=batch.index)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(out.loss).backward()
             if self.optim_settings.grad_clip:
