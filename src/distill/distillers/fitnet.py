@@ -38,6 +38,12 @@ class FitNet(Distiller):
     Args:
         student_layer / teacher_layer: module names of the hint layers (default: the middle stage).
         hint_weight: weight of the hint loss (100, as in the CRD benchmark's FitNet setting).
+        hint_epochs: the paper's two-stage schedule as an option. During the first ``hint_epochs`` epochs (counted
+            by the trainer's :meth:`set_epoch`) only the hint loss is returned, so only the student up to the hint
+            layer and the adapter learn (the later layers get no gradient; their BN statistics still update in
+            the full forward that produces the logits for metrics); afterwards the normal loss. 0 (the default)
+            trains with the normal loss throughout, as the CRD benchmark does. Outside the trainer (no
+            ``set_epoch``) the method counts as being in epoch 0.
     """
 
     teacher_features = True
@@ -50,10 +56,12 @@ class FitNet(Distiller):
         student_layer: str | None = None,
         teacher_layer: str | None = None,
         hint_weight: float = 100.0,
+        hint_epochs: int = 0,
         input_shape=None,
         **kw,
     ) -> None:
         check_range("hint_weight", hint_weight, lo=0.0)
+        check_range("hint_epochs", hint_epochs, lo=0)
         if input_shape is None:
             raise ConfigError("fitnet needs input_shape to size its adapter")
         assert teacher is not None
@@ -67,6 +75,12 @@ class FitNet(Distiller):
         self.tap = FeatureTap(student, [s_layer])
         self.adapter = make_adapter(s_shape, t_shape)
         self.t_size = t_shape[1:]
+        self.hint_epochs = hint_epochs
+
+    @property
+    def hint_stage(self) -> bool:
+        """True during stage 1 of the two-stage schedule (hint loss only)."""
+        return getattr(self, "epoch", 0) < self.hint_epochs
 
     def step(self, b: StepInput) -> dict[str, Tensor]:
         t_logits = self.run_teacher(b.x)
@@ -75,6 +89,6 @@ class FitNet(Distiller):
         s_feat = self.adapter(self.tap[self.student_layer])
         if s_feat.dim() == 4 and s_feat.shape[2:] != t_feat.shape[2:]:
             s_feat = F.interpolate(s_feat, size=t_feat.shape[2:], mode="bilinear", align_corners=False)
-        terms = self.logit_terms(logits, b.y, t_logits)
+        terms = {} if self.hint_stage else self.logit_terms(logits, b.y, t_logits)
         terms["hint"] = self.hint_weight * hint_loss(s_feat, t_feat)
         return {**terms, "_logits": logits}
