@@ -125,11 +125,23 @@ def save_model(directory: Path, model: nn.Module, spec: dict[str, Any]) -> Path:
     return weights
 
 
-def load_model(directory: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a model saved by :func:`save_model`; its weights must match the recorded sha256 and architecture."""
+def load_model(
+    directory: Path,
+    device: str | torch.device = "cpu",
+    public_key: str | Path | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a model saved by :func:`save_model`; its weights must match the recorded sha256 and architecture.
+
+    With ``public_key``, the directory must carry a valid signature by that key (see :mod:`distill.trust`), checked
+    before anything is read.
+    """
     from distill.models.zoo import create_model
 
     directory = Path(directory)
+    if public_key is not None:
+        from distill.trust import verify_model
+
+        verify_model(directory, public_key)
     spec_path, weights = directory / "model.json", directory / "model.safetensors"
     if not spec_path.is_file() or not weights.is_file():
         raise CheckpointError(f"{directory} is not a model directory (expected model.json and model.safetensors)")

@@ -1,0 +1,141 @@
+"""Signed model directories: ed25519 signatures over the sha256 of every file, verified before loading.
+
+``signature.json`` in a model directory holds the hash of each signed file, the signer's public-key fingerprint
+and an ed25519 signature over the canonical JSON of those hashes. :func:`verify_model` refuses a directory whose
+signature is missing or wrong, whose signed files changed, or that gained a weights file nobody signed — so a
+flipped byte in the weights or in ``model.json`` is always refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from distill.artifacts import sha256_file, write_json
+from distill.errors import CheckpointError, DistillError
+
+SIGNATURE = "signature.json"
+ALGORITHM = "ed25519"
+
+
+def _crypto():
+    try:
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+    except ImportError as e:  # pragma: no cover - cryptography is a dependency
+        raise DistillError("signing needs the 'cryptography' package: pip install cryptography") from e
+    return ed25519, serialization, InvalidSignature
+
+
+def generate_keypair(private_path: str | Path, public_path: str | Path) -> str:
+    """Write a new ed25519 key pair as PEM (the private key readable by the owner only); returns the fingerprint."""
+    ed25519, serialization, _ = _crypto()
+    private_path, public_path = Path(private_path), Path(public_path)
+    for p in (private_path, public_path):
+        if p.exists():
+            raise DistillError(f"{p} already exists; refusing to overwrite a key (choose another path)")
+    key = ed25519.Ed25519PrivateKey.generate()
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    private_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+    pub = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    public_path.write_bytes(pub)
+    return fingerprint(public_path)
+
+
+def _load_key(path: str | Path, private: bool) -> Any:
+    ed25519, serialization, _ = _crypto()
+    path = Path(path)
+    if not path.is_file():
+        raise DistillError(f"key file {path} does not exist")
+    data = path.read_bytes()
+    try:
+        key = (
+            serialization.load_pem_private_key(data, password=None)
+            if private
+            else serialization.load_pem_public_key(data)
+        )
+    except (ValueError, TypeError) as e:
+        kind = "private" if private else "public"
+        raise DistillError(f"{path} is not a PEM {kind} key ({e})") from e
+    expected = ed25519.Ed25519PrivateKey if private else ed25519.Ed25519PublicKey
+    if not isinstance(key, expected):
+        raise DistillError(f"{path} is not an ed25519 key; create one with `distill keygen`")
+    return key
+
+
+def fingerprint(public_key_path: str | Path) -> str:
+    """sha256 of the raw public key bytes: a short, stable name for the signer."""
+    _, serialization, _ = _crypto()
+    key = _load_key(public_key_path, private=False)
+    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()
+
+
+def _signed_files(directory: Path) -> dict[str, str]:
+    files = {
+        p.name: sha256_file(p)
+        for p in sorted(directory.iterdir())
+        if p.is_file() and p.name != SIGNATURE and not p.name.startswith(".")
+    }
+    if "model.safetensors" not in files or "model.json" not in files:
+        raise CheckpointError(f"{directory} is not a model directory (expected model.json and model.safetensors)")
+    return files
+
+
+def _payload(files: dict[str, str], signer: str) -> bytes:
+    return json.dumps(
+        {"algorithm": ALGORITHM, "files": files, "signer": signer}, sort_keys=True, separators=(",", ":")
+    ).encode()
+
+
+def sign_model(directory: str | Path, private_key_path: str | Path) -> Path:
+    """Sign every file of a model directory; writes ``signature.json``."""
+    _, serialization, _ = _crypto()
+    directory = Path(directory)
+    key = _load_key(private_key_path, private=True)
+    raw_pub = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    signer = hashlib.sha256(raw_pub).hexdigest()
+    files = _signed_files(directory)
+    sig = key.sign(_payload(files, signer))
+    out = directory / SIGNATURE
+    write_json(
+        out, {"algorithm": ALGORITHM, "signer": signer, "files": files, "signature": base64.b64encode(sig).decode()}
+    )
+    return out
+
+
+def verify_model(directory: str | Path, public_key_path: str | Path) -> dict[str, str]:
+    """Check the signature and every signed file; raises :class:`CheckpointError` on any mismatch."""
+    _, _, InvalidSignature = _crypto()
+    directory = Path(directory)
+    sig_path = directory / SIGNATURE
+    if not sig_path.is_file():
+        raise CheckpointError(f"{directory} is not signed (no {SIGNATURE}); sign it with `distill sign`")
+    try:
+        sig = json.loads(sig_path.read_text())
+        files, signer, signature = sig["files"], sig["signer"], base64.b64decode(sig["signature"])
+    except (json.JSONDecodeError, KeyError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{sig_path} is malformed ({e}); the directory cannot be trusted") from e
+    key = _load_key(public_key_path, private=False)
+    if signer != fingerprint(public_key_path):
+        raise CheckpointError(f"{directory} was signed by key {signer[:16]}…, not by {public_key_path}")
+    try:
+        key.verify(signature, _payload(files, signer))
+    except InvalidSignature as e:
+        raise CheckpointError(f"the signature of {directory} is invalid: {SIGNATURE} was altered") from e
+    current = _signed_files(directory)
+    changed = sorted(n for n in files if current.get(n) != files[n])
+    added = sorted(n for n in current if n not in files and n.endswith((".safetensors", ".json", ".onnx")))
+    if changed:
+        raise CheckpointError(f"{directory}: {', '.join(changed)} changed after signing (tampered or corrupted)")
+    if added:
+        raise CheckpointError(f"{directory}: {', '.join(added)} not covered by the signature")
+    return files
