@@ -221,3 +221,27 @@ def test_debug_shows_traceback(tmp_path):
                 "student.model=nope",
             ]
         )
+
+
+def test_ensemble_of_saved_teachers_through_a_recipe(tmp_path, capsys):
+    for i in (1, 2):
+        assert main(["train", str(ROOT / "configs/smoke.yaml"), "--out", str(tmp_path / f"t{i}"), *SYNTH,
+                     "--set", f"seed={i}"]) == 0  # fmt: skip
+    ens = f"[{tmp_path / 't1/teacher'}, {tmp_path / 't2/teacher'}]"
+    assert main(["run", str(ROOT / "configs/smoke.yaml"), "--out", str(tmp_path / "s"), *SYNTH,
+                 "--set", f"teacher.ensemble={ens}", "--set", "methods=[{name: multi_kd}, {name: kd}]"]) == 0  # fmt: skip
+    report = json.loads((tmp_path / "s/report.json").read_text())
+    assert report["teacher"]["method"] == "ensemble"
+    one = json.loads((tmp_path / "t1/report.json").read_text())["teacher"]
+    assert report["teacher"]["params"] == 2 * one["params"]
+    assert [s["method"] for s in report["students"]] == ["multi_kd", "kd"]
+
+
+def test_born_again_generations(tmp_path, capsys):
+    assert main(["train", str(ROOT / "configs/smoke.yaml"), "--out", str(tmp_path / "t"), *SYNTH]) == 0
+    assert main(["born-again", str(ROOT / "configs/smoke.yaml"), "--teacher", str(tmp_path / "t/teacher"),
+                 "--generations", "2", "--out", str(tmp_path / "ban"), *SYNTH,
+                 "--set", "methods=[{name: kd, params: {alpha: 1.0}}]"]) == 0  # fmt: skip
+    rows = json.loads((tmp_path / "ban/born_again.json").read_text())
+    assert [r["generation"] for r in rows] == [1, 2] and rows[1]["ensemble_accuracy"] is not None
+    assert (tmp_path / "ban/gen2/model.safetensors").is_file()

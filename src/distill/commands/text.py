@@ -1,0 +1,33 @@
+"""``distill text RECIPE``: the text distillation pipeline (:mod:`distill.text.pipeline`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("text", help="distil a text classifier (e.g. MiniLM) into smaller students")
+    p.add_argument("recipe", type=Path, help="a text recipe, e.g. configs/text.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--out", type=Path, help="where report.json goes (default: runs/text-<time>)")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import time
+
+    from distill.config import apply_override, parse_override, read_yaml
+    from distill.text.pipeline import TextRecipe
+    from distill.text.pipeline import run as run_text
+
+    raw = read_yaml(args.recipe)
+    for text in args.overrides:
+        apply_override(raw, *parse_override(text))
+    out = args.out or Path("runs") / f"text-{time.strftime('%Y%m%d-%H%M%S')}"
+    report = run_text(TextRecipe.from_dict(raw), out)
+    for r in report["rows"]:
+        speed = f"  ×{r['speedup_b1']:.1f} (b1)" if "speedup_b1" in r else ""
+        print(f"{r['name']:<24} acc {r['acc']:.4f}  params {r['params']:>10,}{speed}")
+    print(f"report: {out / 'report.json'}")
+    return 0
