@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -12,14 +13,19 @@ from distill.data.augment import AugmentSpec, apply_views, normalize, sample_vie
 from distill.data.base import ImageData
 from distill.errors import DataError
 
+if TYPE_CHECKING:
+    from distill.engine.cache import TeacherCache
+
 
 @dataclass
 class Batch:
-    """One batch: normalised float images, labels, and the indices of the samples in their split."""
+    """One batch: normalised float images, labels, the indices of the samples in their split and, when a teacher
+    cache is replayed, the teacher's logits on exactly these images."""
 
     x: Tensor
     y: Tensor
     index: Tensor
+    teacher_logits: Tensor | None = None  # (B, K) float32, from a TeacherCache
 
 
 class DataModule:
@@ -74,22 +80,46 @@ class DataModule:
         n = len(self.x_train) // self.world_size
         return max(1, -(-n // self.batch_size))
 
-    def train_batches(self, epoch: int, device: torch.device | str = "cpu") -> Iterator[Batch]:
-        """Shuffled, augmented batches for ``epoch``; the order and views depend only on (seed, epoch)."""
+    def shard(self, rank: int, world_size: int) -> DataModule:
+        """Make this module yield rank ``rank``'s shard of every training epoch (DDP); returns ``self``."""
+        if not 0 <= rank < world_size:
+            raise DataError(f"rank {rank} is outside world_size {world_size}")
+        if len(self.x_train) < world_size:
+            raise DataError(f"{len(self.x_train)} training samples cannot be shared by {world_size} ranks")
+        self.rank, self.world_size = rank, world_size
+        return self
+
+    def train_batches(
+        self, epoch: int, device: torch.device | str = "cpu", cache: TeacherCache | None = None
+    ) -> Iterator[Batch]:
+        """Shuffled, augmented batches for ``epoch``; the order and views depend only on (seed, epoch).
+
+        With a ``cache`` (views mode) the augmentation is not drawn anew: every sample gets the view the cache
+        recorded for this epoch (``epoch mod K``), and the batch carries the teacher's logits on that very view.
+        """
         g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         order = torch.randperm(len(self.x_train), generator=g)
         if self.world_size > 1:  # each rank takes an equal-sized strided shard
             per = len(order) // self.world_size
             order = order[self.rank : per * self.world_size : self.world_size]
-        views = sample_views(len(order), self.spec, g) if self.spec.enabled else None
+        if cache is not None and cache.num_samples != len(self.x_train):
+            raise DataError(
+                f"the teacher cache holds {cache.num_samples} samples but the split has {len(self.x_train)}"
+            )
+        views = sample_views(len(order), self.spec, g) if self.spec.enabled and cache is None else None
         mean, std = self.mean.to(device), self.std.to(device)
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
             x = self.x_train[idx].to(device, non_blocking=True)
-            if views is not None:
+            t_logits = None
+            if cache is not None:
+                if self.spec.enabled:
+                    x = apply_views(x, cache.views_for(epoch, idx), self.spec)
+                t_logits = cache.logits_for(epoch, idx).to(device, non_blocking=True)
+            elif views is not None:
                 sl = slice(start, start + len(idx))
                 x = apply_views(x, type(views)(views.dy[sl], views.dx[sl], views.flip[sl]), self.spec)
-            yield Batch(normalize(x, mean, std), self.y_train[idx].to(device, non_blocking=True), idx)
+            yield Batch(normalize(x, mean, std), self.y_train[idx].to(device, non_blocking=True), idx, t_logits)
 
     def eval_batches(self, split: str, device: torch.device | str = "cpu") -> Iterator[Batch]:
         """Un-augmented batches of ``split`` ("train", "val" or "test") in order."""

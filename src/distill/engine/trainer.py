@@ -2,8 +2,15 @@
 
 It backprops ``StepOutput.loss``, steps the optimizer and a per-step LR schedule, evaluates on the validation
 split every epoch, and writes a resumable checkpoint after each epoch (atomically; nothing pickled). Data order
-and augmentation depend only on (seed, epoch), so resuming from an epoch checkpoint reproduces an uninterrupted
-run exactly in deterministic mode.
+and augmentation depend only on (seed, epoch) — with a teacher cache, the replayed view is ``epoch mod K`` — so
+resuming from an epoch checkpoint reproduces an uninterrupted run exactly in deterministic mode.
+
+Fast path: a :class:`~distill.engine.cache.TeacherCache` replaces the teacher's forward pass by stored logits;
+``channels_last`` (student and teacher, or the teacher alone with ``teacher_channels_last``), autocast (``amp``),
+``torch.compile`` of the student (``compile``); the loss is read on the host only every ``check_every`` steps.
+Under ``torchrun`` (a process group initialised by :mod:`distill.engine.distributed`) the data are sharded by
+rank, the distiller is DDP-wrapped with the teacher excluded, epoch metrics are summed over ranks, and only rank
+0 writes files.
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ from torch import Tensor
 from distill.artifacts import atomic_write, load_checkpoint, save_checkpoint
 from distill.data.module import DataModule
 from distill.distillers.base import Distiller, check_range
+from distill.engine import distributed as D
+from distill.engine.cache import TeacherCache
 from distill.engine.callbacks import Callback
 from distill.errors import ConfigError, DistillError
 from distill.report.metrics import classification_metrics, predict
@@ -113,18 +122,40 @@ class Trainer:
         callbacks: Sequence[Callback] = (),
         amp: str | None = None,
         channels_last: bool = False,
+        teacher_channels_last: bool | None = None,
         check_every: int = 25,
         eval_split: str = "val",
+        cache: TeacherCache | None = None,
+        compile: bool = False,
     ) -> None:
         self.model, self.data, self.optim_settings = model, data, optim
-        self.device = torch.device(device)
+        self.dist = D.info()
+        self.device = D.rank_device(device)
         self.out_dir = Path(out_dir) if out_dir else None
         self.callbacks = list(callbacks)
         self.epochs = optim.epochs
         self.check_every = check_every
         self.eval_split = eval_split if len(data.split(eval_split)[0]) else "test"
+        if cache is not None and (model.teacher_features or not model.needs_teacher):
+            raise ConfigError(
+                f"method {model.name!r} cannot use the teacher cache: "
+                + (
+                    "it needs the teacher's intermediate features and the cache holds logits only (use cache.mode=off)"
+                    if model.needs_teacher
+                    else "it has no teacher"
+                )
+            )
+        self.cache = cache
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model.to(self.device, memory_format=self.memory_format) if channels_last else self.model.to(self.device)
+        t_cl = channels_last if teacher_channels_last is None else teacher_channels_last
+        if model.teacher is not None and t_cl != channels_last:  # convs follow the weights' format on the CPU
+            model.teacher.to(memory_format=torch.channels_last if t_cl else torch.contiguous_format)
+        if compile:
+            model.student.compile()  # in place: state-dict keys are unchanged
+        if self.dist.enabled:
+            data.shard(self.dist.rank, self.dist.world_size)
+        self.forward_model = D.wrap_distiller(model, self.device)
         self.optimizer = make_optimizer(model.trainable_parameters(), optim)
         spe = data.steps_per_epoch()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda st: lr_factor(st, spe, optim))
@@ -146,7 +177,7 @@ class Trainer:
         return {k: v for k, v in self.model.state_dict().items() if not k.startswith("teacher.")}
 
     def save_checkpoint(self) -> None:
-        if self.checkpoint_path is None:
+        if self.checkpoint_path is None or not self.dist.is_main:
             return
         rng = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": _np_state()}
         if torch.cuda.is_available():
@@ -161,6 +192,7 @@ class Trainer:
                 "scaler": self.scaler.state_dict(),
                 "state": asdict(self.state),
                 "rng": rng,
+                "cache": {"key": self.cache.key, "views": self.cache.num_views} if self.cache else None,
             },
         )
 
@@ -170,6 +202,12 @@ class Trainer:
         if unexpected or any(not k.startswith("teacher.") for k in missing):
             raise DistillError(
                 f"checkpoint {path} does not fit this model (missing {missing[:3]}, unexpected {unexpected[:3]})"
+            )
+        cached = ck.get("cache")
+        if (cached or {}).get("key") != (self.cache.key if self.cache else None):
+            raise DistillError(
+                f"checkpoint {path} was trained with teacher cache {cached} but this run uses "
+                f"{self.cache.key if self.cache else None}; resume with the same teacher, data and cache settings"
             )
         self.model.load_extra_state_dict(ck["extra"])
         self.optimizer.load_state_dict(ck["optimizer"])
@@ -184,7 +222,7 @@ class Trainer:
             torch.cuda.set_rng_state_all(ck["rng"]["cuda"])
 
     def _save_student(self, name: str) -> None:
-        if self.out_dir is None:
+        if self.out_dir is None or not self.dist.is_main:
             return
         state = {k: v.detach().cpu().contiguous() for k, v in self.model.export_student().state_dict().items()}
         atomic_write(self.out_dir / name, lambda tmp: save_file(state, tmp))
@@ -216,10 +254,10 @@ class Trainer:
         sums: dict[str, Tensor] = {}
         n_batches, correct, seen = 0, torch.zeros((), device=self.device), 0
         autocast = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
-        for i, batch in enumerate(self.data.train_batches(epoch, self.device)):
+        for i, batch in enumerate(self.data.train_batches(epoch, self.device, cache=self.cache)):
             x = batch.x.contiguous(memory_format=self.memory_format)
             with autocast:
-                out = self.model(x, batch.y, index=batch.index)
+                out = self.forward_model(x, batch.y, teacher_logits=batch.teacher_logits, index=batch.index)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(out.loss).backward()
             if self.optim_settings.grad_clip:
@@ -241,9 +279,10 @@ class Trainer:
                 self._check_finite(logged["loss"], epoch, i)
             for cb in self.callbacks:
                 cb.on_step_end(self, logged)
-        train = {k: float(v) / max(1, n_batches) for k, v in sums.items()}
+        train, acc, seen = self._reduce(sums, n_batches, correct, seen)  # one host sync per epoch (all ranks)
+        D.sync_buffers(self.model)  # every rank evaluates and saves rank 0's BatchNorm statistics
         self._check_finite(train.get("loss", 0.0), epoch, n_batches)
-        train["acc"] = float(correct) / max(1, seen)
+        train["acc"] = acc
         train_seconds = time.perf_counter() - t0
         val = self.evaluate(self.eval_split)
         self.state.epoch += 1
@@ -264,6 +303,18 @@ class Trainer:
             record["val"] = val
         self.state.history.append(record)
         return record
+
+    def _reduce(
+        self, sums: dict[str, Tensor], n_batches: int, correct: Tensor, seen: int
+    ) -> tuple[dict[str, float], float, int]:
+        """Epoch means of the loss parts and the accuracy, summed over DDP ranks: ``(means, acc, samples)``."""
+        keys = sorted(sums)
+        counts = torch.tensor([float(n_batches), float(seen)], device=self.device)
+        parts = [torch.as_tensor(sums[k], device=self.device).float().view(1) for k in keys]
+        packed = torch.cat([*parts, correct.float().view(1), counts]).double()
+        vals = D.all_reduce_sum(packed).tolist()
+        batches, total = max(1.0, vals[-2]), int(vals[-1])
+        return {k: vals[i] / batches for i, k in enumerate(keys)}, vals[len(keys)] / max(1, total), total
 
     def _check_finite(self, loss: float, epoch: int, step: int) -> None:
         if not math.isfinite(loss):

@@ -1,0 +1,380 @@
+"""TeacherCache: the teacher's logits computed once, stored compactly on disk and replayed with their views.
+
+Modes (``cache.mode`` in a recipe):
+
+* ``off`` — the teacher runs on every training batch, on a fresh random augmentation each epoch (exact KD; the
+  teacher's forward pass is paid every step).
+* ``views`` — Fast Knowledge Distillation (Shen & Xing 2021, arXiv:2112.01528): for every training sample ``K``
+  augmentation views are drawn once (:func:`~distill.data.augment.sample_views`, fixed generator), their
+  parameters recorded, and the teacher's logits stored for each view. In epoch ``e`` the student is shown exactly
+  view ``e mod K`` of every sample — the same pixels the teacher saw — with its stored logits, so no stale target
+  is ever paired with a different image. The price is diversity: the student sees ``K`` views per sample instead
+  of a new one each epoch. Without augmentation there is one view per sample and ``K`` is 1.
+* ``fixed`` — one un-augmented view per sample, cached by sample index. With random augmentation this would be a
+  *fixed-teacher approximation* (the student's random crop paired with the teacher's output on another image), so
+  it is refused unless ``data.augment`` is false; there it is exact and equal to ``views`` with ``K = 1``.
+
+Storage: one directory per key under ``dir`` with ``.npy`` files opened as numpy memmaps —
+``logits.npy`` ``(K, N, C)`` float16, or with ``topk = k``: ``values.npy`` ``(K, N, k)`` float16 (the k largest
+logits), ``indices.npy`` ``(K, N, k)`` int16/int32 and ``tail.npy`` ``(K, N)`` float16, plus ``views.npy``
+``(K, N, 3)`` int16 (crop offsets ``dy, dx`` and the flip flag) and ``meta.json`` (the key, shapes and the sha256
+of every file). A directory whose files are missing, truncated or whose checksums differ is rebuilt.
+
+Top-k reconstruction. Logits, not probabilities, are stored, so a method can soften them at any temperature. For
+the ``C - k`` classes outside the top k a single *tail logit* is kept: ``z_tail = logsumexp(z_tail_classes) −
+log(C − k)`` (their log-mean-exp). The reconstructed logit vector holds the k stored logits and ``z_tail`` for
+every other class. At ``T = 1`` its softmax is exactly: the k largest probabilities, and the remaining mass
+``1 − Σ top-k`` spread uniformly over the other classes. At another temperature ``T`` the reconstructed logits are
+divided by ``T`` like real ones (``softmax(z_rec / T)``); the tail is then an approximation (its classes are
+treated as equal), while the top-k ratios stay exact.
+
+The key is the sha256 of: the teacher's weights (names, dtypes, shapes, bytes), the training tensors the
+:class:`~distill.data.module.DataModule` holds (or the dataset fingerprint), the normalisation, the augmentation
+spec, ``K``, the seed and ``topk``. Any change gives a new key, so a stale cache is never served.
+
+The cache holds logits only: methods that need the teacher's intermediate features (``teacher_features = True``)
+always run the teacher.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from distill.data.augment import AugmentSpec, Views, apply_views, normalize, sample_views
+from distill.errors import ConfigError, DistillError
+
+FORMAT = 1
+MODES = ("off", "views", "fixed")
+
+
+class CacheError(DistillError):
+    """A cache directory is missing, truncated or does not match its key."""
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """How teacher outputs are cached (see the module docstring for what each mode means)."""
+
+    mode: str | bool = "off"  # YAML reads a bare `off` as false: accepted as "off"
+    views: int = 8
+    topk: int | None = None
+    dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode is False:
+            self.mode = "off"
+        if self.mode not in MODES:
+            raise ConfigError(f"cache.mode must be one of {list(MODES)}, got {self.mode!r}")
+        if self.views < 1:
+            raise ConfigError(f"cache.views must be >= 1, got {self.views}")
+        if self.topk is not None and self.topk < 1:
+            raise ConfigError(f"cache.topk must be null or >= 1, got {self.topk}")
+
+
+def hash_tensors(named: Iterable[tuple[str, Tensor]], h: Any = None) -> str:
+    """sha256 over (name, dtype, shape, bytes) of each tensor, in the order given."""
+    h = h or hashlib.sha256()
+    for name, t in named:
+        t = t.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def model_hash(model: nn.Module) -> str:
+    """sha256 of a model's weights and buffers (its ``state_dict``)."""
+    return hash_tensors(model.state_dict().items())
+
+
+def cache_key(
+    teacher_sha: str, data_sha: str, spec: AugmentSpec, views: int, seed: int, topk: int | None, norm: Any
+) -> str:
+    desc = {
+        "format": FORMAT,
+        "teacher": teacher_sha,
+        "data": data_sha,
+        "augment": {"crop_padding": spec.crop_padding, "hflip": spec.hflip},
+        "views": views,
+        "seed": seed,
+        "topk": topk,
+        "normalize": norm,
+    }
+    return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def reconstruct_topk(values: Tensor, indices: Tensor, tail: Tensor, num_classes: int) -> Tensor:
+    """Full ``(B, C)`` float32 logits from the top-k logits ``(B, k)``, their class ``indices`` and the tail logit."""
+    out = tail.float()[:, None].expand(-1, num_classes).clone()
+    return out.scatter_(1, indices.long(), values.float())
+
+
+def compress_topk(logits: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``(values, indices, tail)`` of ``(B, C)`` logits: the k largest and the log-mean-exp of the rest."""
+    z = logits.float()
+    c = z.shape[1]
+    values, indices = z.topk(k, dim=1)
+    if k >= c:
+        return values, indices, torch.full((len(z),), -math.inf)
+    rest = z.scatter(1, indices, -math.inf)  # top-k classes masked out
+    tail = torch.logsumexp(rest, dim=1) - math.log(c - k)
+    return values, indices, tail
+
+
+class TeacherCache:
+    """Teacher logits for ``K`` recorded views of every training sample, memory-mapped from ``path``.
+
+    Build or open one with :meth:`TeacherCache.build`; read with :meth:`views_for` / :meth:`logits_for`.
+    """
+
+    def __init__(self, path: Path, meta: dict[str, Any]) -> None:
+        self.path, self.meta = Path(path), meta
+        self.key: str = meta["key"]
+        self.num_views: int = meta["views"]
+        self.num_samples: int = meta["num_samples"]
+        self.num_classes: int = meta["num_classes"]
+        self.topk: int | None = meta["topk"]
+        mm = {name: np.load(self.path / f"{name}.npy", mmap_mode="r") for name in meta["files"]}
+        self._views = torch.from_numpy(np.array(mm["views"])).long()  # (K, N, 3), small
+        self._mm = mm
+        self._slot: tuple[int, dict[str, Tensor]] | None = None
+
+    # -- reading --------------------------------------------------------------------------------------------
+    def slot(self, epoch: int) -> int:
+        """Which stored view epoch ``epoch`` replays: ``epoch mod K``."""
+        return epoch % self.num_views
+
+    def views_for(self, epoch: int, index: Tensor) -> Views:
+        """The recorded augmentation of samples ``index`` (positions in the training split) for ``epoch``."""
+        v = self._views[self.slot(epoch)][index]
+        return Views(v[:, 0].clone(), v[:, 1].clone(), v[:, 2].bool())
+
+    def _load_slot(self, k: int) -> dict[str, Tensor]:
+        # one view slot is read into RAM once per epoch (N·C·2 bytes), then indexed per batch
+        if self._slot is None or self._slot[0] != k:
+            names = ("values", "indices", "tail") if self.topk else ("logits",)
+            self._slot = (k, {n: torch.from_numpy(np.array(self._mm[n][k])) for n in names})
+        return self._slot[1]
+
+    def logits_for(self, epoch: int, index: Tensor) -> Tensor:
+        """float32 ``(B, C)`` teacher logits of samples ``index`` on the view of ``epoch`` (top-k reconstructed)."""
+        s = self._load_slot(self.slot(epoch))
+        if not self.topk:
+            return s["logits"][index].float()
+        return reconstruct_topk(s["values"][index], s["indices"][index], s["tail"][index], self.num_classes)
+
+    # -- building -------------------------------------------------------------------------------------------
+    @classmethod
+    def build(
+        cls,
+        teacher: nn.Module,
+        x_train: Tensor,
+        spec: AugmentSpec,
+        mean: Tensor,
+        std: Tensor,
+        *,
+        directory: str | Path,
+        views: int = 8,
+        seed: int = 0,
+        topk: int | None = None,
+        data_sha: str | None = None,
+        device: torch.device | str = "cpu",
+        batch_size: int = 1024,
+        channels_last: bool = False,
+        progress: bool | None = None,
+        write: bool = True,
+    ) -> TeacherCache:
+        """Open the cache for this (teacher, data, augmentation, K, seed, topk), computing it if absent or bad.
+
+        ``x_train`` are the uint8 training images ``(N, C, H, W)`` in split order. ``write=False`` only opens
+        (a non-zero DDP rank waits for rank 0 to build, then opens).
+        """
+        views = views if spec.enabled else 1  # without augmentation every view is the same image
+        data_sha = data_sha or hash_tensors([("x_train", x_train)])
+        norm = [list(map(float, mean.flatten())), list(map(float, std.flatten()))]
+        key = cache_key(model_hash(teacher), data_sha, spec, views, seed, topk, norm)
+        path = Path(directory) / key[:32]
+        meta = _verify(path, key)
+        if meta is not None:
+            return cls(path, meta)
+        if not write:
+            raise CacheError(f"teacher cache {path} is missing or invalid and this process may not build it")
+        if path.exists():
+            print(f"teacher cache {path} is incomplete or corrupted; rebuilding it", file=sys.stderr)
+        _compute(
+            teacher, x_train, spec, mean, std, path, key, views, seed, topk, device, batch_size, channels_last, progress
+        )
+        meta = _verify(path, key)
+        if meta is None:
+            raise CacheError(f"teacher cache {path} failed verification right after it was written")
+        return cls(path, meta)
+
+
+def _verify(path: Path, key: str) -> dict[str, Any] | None:
+    """The cache's metadata when every file is present and matches its checksum, else None."""
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+        if meta.get("key") != key or meta.get("format") != FORMAT:
+            return None
+        for name, digest in meta["files"].items():
+            f = path / f"{name}.npy"
+            if f.stat().st_size != meta["sizes"][name] or _sha256_file(f) != digest:
+                return None
+        return meta
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+@torch.no_grad()
+def _compute(
+    teacher: nn.Module,
+    x_train: Tensor,
+    spec: AugmentSpec,
+    mean: Tensor,
+    std: Tensor,
+    path: Path,
+    key: str,
+    k_views: int,
+    seed: int,
+    topk: int | None,
+    device: torch.device | str,
+    batch_size: int,
+    channels_last: bool,
+    progress: bool | None,
+) -> None:
+    n = len(x_train)
+    device = torch.device(device)
+    was_training = teacher.training
+    teacher.eval()
+    mean_d, std_d = mean.to(device), std.to(device)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    g = torch.Generator().manual_seed(seed * 1_000_003 + 7)  # fixed generator: the views depend only on the seed
+    recorded = [sample_views(n, spec, g) for _ in range(k_views)]
+    views_np = np.stack([torch.stack([v.dy, v.dx, v.flip.long()], 1).numpy() for v in recorded]).astype(np.int16)
+
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    out: dict[str, np.ndarray] = {}
+    c: int | None = None
+    disable = (not sys.stderr.isatty()) if progress is None else not progress
+    total = k_views * -(-n // batch_size)
+    with tqdm(total=total, desc="teacher cache", unit="batch", disable=disable, leave=False) as bar:
+        for k, v in enumerate(recorded):
+            for start in range(0, n, batch_size):
+                sl = slice(start, min(start + batch_size, n))
+                x = x_train[sl].to(device)
+                if spec.enabled:
+                    x = apply_views(x, Views(v.dy[sl], v.dx[sl], v.flip[sl]), spec)
+                z = teacher(normalize(x, mean_d, std_d).contiguous(memory_format=fmt)).float().cpu()  # (B, C)
+                if c is None:
+                    c = z.shape[1]
+                    out = _open_arrays(tmp, k_views, n, c, topk)
+                if topk:
+                    vals, idx, tail = compress_topk(z, min(topk, c))
+                    out["values"][k, sl] = vals.numpy()
+                    out["indices"][k, sl] = idx.numpy()
+                    out["tail"][k, sl] = tail.numpy()
+                else:
+                    out["logits"][k, sl] = z.numpy()
+                bar.update(1)
+    teacher.train(was_training)
+    np.save(tmp / "views.npy", views_np)
+    for arr in out.values():
+        arr.flush()
+    del out
+    names = ["views", *(["values", "indices", "tail"] if topk else ["logits"])]
+    files = {name: _sha256_file(tmp / f"{name}.npy") for name in names}
+    sizes = {name: (tmp / f"{name}.npy").stat().st_size for name in names}
+    meta = {
+        "format": FORMAT,
+        "key": key,
+        "views": k_views,
+        "num_samples": n,
+        "num_classes": c,
+        "topk": min(topk, c) if topk else None,
+        "seed": seed,
+        "augment": {"crop_padding": spec.crop_padding, "hflip": spec.hflip},
+        "files": files,
+        "sizes": sizes,
+    }
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+    for f in tmp.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    shutil.rmtree(path, ignore_errors=True)  # a corrupted or stale copy of this key
+    try:
+        os.replace(tmp, path)
+    except OSError:  # another process finished the same key first; keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _open_arrays(tmp: Path, k: int, n: int, c: int, topk: int | None) -> dict[str, np.ndarray]:
+    def mm(name: str, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
+        return np.lib.format.open_memmap(tmp / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
+
+    if not topk:
+        return {"logits": mm("logits", np.float16, (k, n, c))}
+    kk = min(topk, c)
+    return {
+        "values": mm("values", np.float16, (k, n, kk)),
+        "indices": mm("indices", np.int16 if c < 2**15 else np.int32, (k, n, kk)),
+        "tail": mm("tail", np.float16, (k, n)),
+    }
+
+
+def open_cache(
+    settings: CacheSettings,
+    data: Any,
+    teacher: nn.Module,
+    *,
+    directory: str | Path,
+    device: torch.device | str = "cpu",
+    channels_last: bool = False,
+    progress: bool | None = None,
+) -> TeacherCache | None:
+    """The cache ``settings`` ask for over ``data`` (a DataModule's training split), or None for ``mode=off``.
+
+    Under DDP rank 0 builds (or verifies) it while the other ranks wait, then every rank opens it.
+    """
+    from distill.engine import distributed as D
+
+    if settings.mode == "off":
+        return None
+    if settings.mode == "fixed" and data.spec.enabled:
+        raise ConfigError("cache.mode=fixed needs data.augment=false; with augmentation use cache.mode=views")
+    kw = {
+        "directory": Path(settings.dir) if settings.dir else Path(directory),
+        "views": 1 if settings.mode == "fixed" else settings.views,
+        "seed": data.seed,
+        "topk": settings.topk,
+        "device": device,
+        "batch_size": data.eval_batch_size,
+        "channels_last": channels_last,
+        "progress": progress,
+    }
+    args = (teacher, data.x_train, data.spec, data.mean, data.std)
+    cache = TeacherCache.build(*args, **kw) if D.is_main() else None
+    D.barrier()
+    return cache or TeacherCache.build(*args, **kw, write=False)
