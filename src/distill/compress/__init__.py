@@ -1,0 +1,61 @@
+"""Compression beyond distillation: pruning (with distillation to recover), int8 quantization, ONNX export.
+
+The pieces work on any ``nn.Module``; :func:`compress` chains them on a saved model (``distill compress``).
+torch-pruning is imported only by structural pruning, and onnx/onnxruntime only by export, so a saved pruned or
+quantized model loads with neither installed.
+"""
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from distill.compress.pipeline import CompressConfig, compress, load_recipe
+from distill.compress.prune import (
+    build_from_spec,
+    load_pruned,
+    make_permanent,
+    read_spec,
+    save_pruned,
+    sparsity_report,
+    structured_prune,
+    unstructured_prune,
+)
+from distill.compress.quantize import (
+    Quantized,
+    finish_qat,
+    load_quantized,
+    prepare_qat,
+    quantize_dynamic,
+    quantize_static,
+    save_quantized,
+)
+
+
+def load_compressed(directory: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Load any model directory: plain, pruned (architecture patch) or quantized (rebuilt from its stored state)."""
+    if "quantization" in read_spec(directory):
+        return load_quantized(directory)
+    return load_pruned(directory)
+
+
+__all__ = [
+    "CompressConfig",
+    "Quantized",
+    "build_from_spec",
+    "compress",
+    "finish_qat",
+    "load_compressed",
+    "load_pruned",
+    "load_quantized",
+    "load_recipe",
+    "make_permanent",
+    "prepare_qat",
+    "quantize_dynamic",
+    "quantize_static",
+    "save_pruned",
+    "save_quantized",
+    "sparsity_report",
+    "structured_prune",
+    "unstructured_prune",
+]
