@@ -47,7 +47,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# distill report — {ds['name']}",
         "",
-        f"{ds['train']:,} training images (validation carved from them), {ds['test']:,} test images, "
+        f"{ds['train']:,} training samples (validation carved from them), {ds['test']:,} test samples, "
         f"{ds['classes']} classes. Run took {report['seconds']:.0f} s on {report['versions']['platform']} "
         f"(torch {report['versions']['torch']}), {report['date']}.",
         "",
