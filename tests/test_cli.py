@@ -228,8 +228,9 @@ def test_ensemble_of_saved_teachers_through_a_recipe(tmp_path, capsys):
         assert main(["train", str(ROOT / "configs/smoke.yaml"), "--out", str(tmp_path / f"t{i}"), *SYNTH,
                      "--set", f"seed={i}"]) == 0  # fmt: skip
     ens = f"[{tmp_path / 't1/teacher'}, {tmp_path / 't2/teacher'}]"
-    assert main(["run", str(ROOT / "configs/smoke.yaml"), "--out", str(tmp_path / "s"), *SYNTH,
-                 "--set", f"teacher.ensemble={ens}", "--set", "methods=[{name: multi_kd}, {name: kd}]"]) == 0  # fmt: skip
+    methods = "methods=[{name: multi_kd}, {name: kd}]"
+    args = ["run", str(ROOT / "configs/smoke.yaml"), "--out", str(tmp_path / "s"), *SYNTH]
+    assert main([*args, "--set", f"teacher.ensemble={ens}", "--set", methods]) == 0
     report = json.loads((tmp_path / "s/report.json").read_text())
     assert report["teacher"]["method"] == "ensemble"
     one = json.loads((tmp_path / "t1/report.json").read_text())["teacher"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -23,11 +24,15 @@ from distill.artifacts import load_model, load_weights, save_model, write_json, 
 from distill.data.base import ImageData, load_dataset
 from distill.data.module import DataModule
 from distill.distillers.base import build_distiller
+from distill.engine import distributed as D
 from distill.engine.callbacks import MetricsLogger, ProgressBar
+from distill.engine.tracking import log_run, tracking_callbacks
 from distill.engine.trainer import OptimSettings, Trainer
 from distill.errors import CheckpointError, ConfigError, DistillError
+from distill.models.transfer import finetune_on_val, init_from_teacher
 from distill.models.zoo import create_model
 from distill.report.bench import count_params, latency_ms, size_on_disk
+from distill.report.html import save_predictions, write_html
 from distill.report.markdown import write_reports
 from distill.report.metrics import classification_metrics, predict
 
@@ -69,11 +74,13 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 
 def load_data(cfg: C.Config) -> tuple[ImageData, DataModule]:
     d = cfg.data
-    data = load_dataset(d.name, root=d.root, download=d.download)
+    data = load_dataset(d.name, root=d.root, download=d.download, **d.options)
     if d.train_subset or d.test_subset:
         data = data.subset(d.train_subset, d.test_subset, seed=cfg.seed)
     val = d.val_size if d.val_size < 1 else int(d.val_size)
-    dm = DataModule(data, d.batch_size, val, seed=cfg.seed, augment=d.augment, eval_batch_size=d.eval_batch_size)
+    kw = {"seed": cfg.seed, "augment": d.augment, "eval_batch_size": d.eval_batch_size}
+    make = getattr(data, "datamodule", None)  # tabular data bring their own batching
+    dm = make(d.batch_size, val, **kw) if make else DataModule(data, d.batch_size, val, **kw)
     return data, dm
 
 
@@ -87,7 +94,7 @@ def model_spec(m: C.ModelConfig, data: ImageData, **extra: Any) -> dict[str, Any
         "classes": list(data.classes),
         "preprocessing": {
             "input_shape": [data.in_channels, *data.image_size],
-            "scale": 1 / 255,
+            "scale": getattr(data, "scale", 1 / 255),
             "mean": list(data.mean),
             "std": list(data.std),
         },
@@ -111,8 +118,10 @@ def check_outputs(model: nn.Module, data: ImageData, what: str) -> None:
         raise ConfigError(f"{what} has {out.shape[-1]} outputs but {data.name} has {data.num_classes} classes")
 
 
-def load_teacher(path: str | Path, data: ImageData) -> tuple[nn.Module, dict[str, Any]]:
-    model, spec = load_model(Path(path))
+def load_teacher(
+    path: str | Path, data: ImageData, public_key: str | Path | None = None
+) -> tuple[nn.Module, dict[str, Any]]:
+    model, spec = load_model(Path(path), public_key=public_key)
     if spec["num_classes"] != data.num_classes or spec["in_channels"] != data.in_channels:
         raise CheckpointError(
             f"teacher {path} was made for {spec['num_classes']} classes x {spec['in_channels']} channels, but "
@@ -121,12 +130,32 @@ def load_teacher(path: str | Path, data: ImageData) -> tuple[nn.Module, dict[str
     return model, spec
 
 
+def load_ensemble(dirs: list[str], data: ImageData, public_key: str | Path | None = None) -> nn.Module:
+    """Several saved teachers as one frozen :class:`~distill.distillers.multi_teacher.MultiTeacher`.
+
+    ``multi_kd`` distils from each member at its own temperature; any other method sees the ensemble's averaged
+    distribution (at T = 1, then softened by the method's own temperature).
+    """
+    from distill.distillers.multi_teacher import MultiTeacher
+
+    return MultiTeacher([load_teacher(d, data, public_key)[0] for d in dirs])
+
+
+def _recipe_identity(text: str) -> Any:
+    """What must be equal to resume a run: the recipe without where its progress is reported (tracking)."""
+    import yaml
+
+    raw = yaml.safe_load(text) or {}
+    raw.pop("tracking", None)
+    return raw
+
+
 def prepare_out_dir(out: Path, overwrite: bool, resume: bool, cfg: C.Config) -> None:
     """Create ``out``; an existing non-empty one is resumed (same recipe only), replaced, or refused."""
     saved = out / "config.yaml"
     if out.exists() and any(out.iterdir()):
         if resume:
-            if saved.exists() and saved.read_text() != C.dump_yaml(cfg):
+            if saved.exists() and _recipe_identity(saved.read_text()) != _recipe_identity(C.dump_yaml(cfg)):
                 raise ConfigError(
                     f"{out} was made with a different recipe; resume it with the same one, or choose another --out"
                 )
@@ -154,13 +183,37 @@ def fit(
     label: str,
     resume: bool,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Train ``student`` with ``method`` into model directory ``out`` (skipped when already done)."""
-    device = resolve_device(cfg.device)
+    """Train ``student`` with ``method`` into model directory ``out`` (skipped when already done).
+
+    Under ``torchrun`` every rank calls this; the data are sharded, the student is DDP-wrapped and only rank 0
+    writes. With ``cache.mode`` views/fixed, logit methods read the teacher's outputs from a
+    :class:`~distill.engine.cache.TeacherCache` (in ``cache.dir``, default ``<run>/teacher_cache``); methods that
+    need the teacher's features run the teacher every step.
+    """
+    from distill.engine import distributed as D
+    from distill.engine.cache import open_cache
+
+    dist = D.init_from_env(resolve_device(cfg.device))
+    device = D.rank_device(resolve_device(cfg.device))
     done = out / "done.json"
     if done.exists():  # a finished stage of a resumed run
         load_weights(student, out / "model.safetensors", what=label)
         return student.to(device), json.loads(done.read_text())
     distiller = build_distiller(method, student, teacher, dm.input_shape, len(dm.x_train), dm.num_classes, **params)
+    t0 = time.perf_counter()
+    cache = None
+    if cfg.cache.mode != "off" and distiller.needs_teacher and distiller.teacher is not None:
+        if distiller.teacher_features:
+            if dist.is_main:
+                print(f"{label}: method {method!r} needs the teacher's features; the logit cache is not used and the "
+                      "teacher runs every step", file=sys.stderr)  # fmt: skip
+        else:
+            t_cl = cfg.channels_last if cfg.teacher_channels_last is None else cfg.teacher_channels_last
+            cache = open_cache(
+                cfg.cache, dm, distiller.teacher.to(device), directory=out.parent.parent / "teacher_cache",
+                device=device, channels_last=t_cl,
+            )  # fmt: skip
+    cache_seconds = time.perf_counter() - t0
     trainer = Trainer(
         distiller,
         dm,
@@ -169,10 +222,25 @@ def fit(
         out_dir=out,
         amp=cfg.amp,
         channels_last=cfg.channels_last,
-        callbacks=[ProgressBar(label), MetricsLogger(out / "metrics.jsonl")],
+        teacher_channels_last=cfg.teacher_channels_last,
+        compile=cfg.compile,
+        cache=cache,
+        callbacks=[
+            ProgressBar(label),
+            MetricsLogger(out / "metrics.jsonl"),
+            *tracking_callbacks(
+                out,
+                label,
+                tensorboard=cfg.tracking.tensorboard,
+                mlflow=cfg.tracking.mlflow,
+                params={"method": method, **params, **asdict(optim)},
+            ),
+        ]
+        if dist.is_main
+        else [],
     )
-    t0 = time.perf_counter()
     state = trainer.fit(resume=resume)
+    D.barrier()  # rank 0's best.safetensors is complete before anyone reads it
     distiller.close()
     if cfg.select == "best" and (out / "best.safetensors").exists():
         load_weights(student, out / "best.safetensors", what=label)
@@ -183,18 +251,27 @@ def fit(
         "best_val_acc": state.best_acc,
         "best_epoch": state.best_epoch,
         "train_seconds": time.perf_counter() - t0,
+        "cache_seconds": cache_seconds,  # building or verifying the teacher cache (0 without one)
         "sec_per_epoch": sum(r["train_seconds"] for r in state.history) / max(1, len(state.history)),
     }
     return student, info
 
 
 def finish_stage(model: nn.Module, spec: dict, out: Path, info: dict) -> None:
-    save_model(out, model, spec)
-    write_json(out / "done.json", info)
+    """Write a finished stage's model directory and ``done.json`` unless a resumed run already has them.
+
+    Every rank calls this; rank 0 alone decides and writes, the others wait, so no rank can skip the barrier.
+    """
+    if D.is_main() and not (out / "model.json").exists():
+        save_model(out, model, spec)
+        write_json(out / "done.json", info)
+    D.barrier()
 
 
-def measure(model: nn.Module, weights: Path, data: ImageData, bench: C.BenchConfig) -> dict[str, Any]:
-    row: dict[str, Any] = {"params": count_params(model), "size_bytes": size_on_disk(weights)}
+def measure(model: nn.Module, weights: Path | list[Path], data: ImageData, bench: C.BenchConfig) -> dict[str, Any]:
+    """Parameters, size on disk (summed over ``weights`` files) and CPU latency at each benchmark batch size."""
+    files = weights if isinstance(weights, list) else [weights]
+    row: dict[str, Any] = {"params": count_params(model), "size_bytes": sum(size_on_disk(w) for w in files)}
     if bench.latency:
         shape = (data.in_channels, *data.image_size)
         for bs in bench.batch_sizes:
@@ -217,26 +294,35 @@ def run(
     seed_everything(cfg.seed, cfg.deterministic)
     data, dm = load_data(cfg)
     device = resolve_device(cfg.device)
+    D.init_from_env(device)  # under torchrun: every rank runs this; only rank 0 writes
+    out = Path(D.broadcast_object(str(out)))  # the default name has a timestamp: all ranks use rank 0's
     # Build everything once before any training so that a bad name or parameter fails in seconds, not after the teacher.
     validate_recipe(cfg, data, dm)
-    prepare_out_dir(out, overwrite, resume, cfg)
+    if D.is_main():
+        prepare_out_dir(out, overwrite, resume, cfg)
+    D.barrier()
 
     teacher_dir = out / "teacher"
-    if cfg.teacher.checkpoint:
-        teacher, t_spec = load_teacher(cfg.teacher.checkpoint, data)
+    if cfg.teacher.ensemble:
+        teacher = load_ensemble(cfg.teacher.ensemble, data, cfg.teacher.public_key)
+        t_info = {"method": "ensemble", "members": list(cfg.teacher.ensemble)}
+        if D.is_main():
+            write_json(teacher_dir / "ensemble.json", t_info)
+    elif cfg.teacher.checkpoint:
+        teacher, t_spec = load_teacher(cfg.teacher.checkpoint, data, cfg.teacher.public_key)
         t_info = {"method": "loaded", "source": str(cfg.teacher.checkpoint)}
-        if not (teacher_dir / "done.json").exists():
-            finish_stage(teacher, t_spec, teacher_dir, t_info)
+        finish_stage(teacher, t_spec, teacher_dir, t_info)
     else:
         torch.manual_seed(cfg.seed)
         teacher = build_model(cfg.teacher, data)
         teacher, t_info = fit(
             cfg, dm, data, teacher, None, "scratch", {}, cfg.teacher.train, teacher_dir, "teacher", resume
         )
-        if not (teacher_dir / "model.json").exists():
-            finish_stage(teacher, model_spec(cfg.teacher, data), teacher_dir, t_info)
+        finish_stage(teacher, model_spec(cfg.teacher, data), teacher_dir, t_info)
     teacher = teacher.to(device).eval()
     t_test, y_test = predict(teacher, dm.eval_batches("test", device), device)
+    if D.is_main():
+        save_predictions(teacher_dir, t_test, y_test)  # for report.html: per-class, confusion, calibration
     rows = {
         "teacher": {
             "name": "teacher",
@@ -253,15 +339,21 @@ def run(
         sdir = out / "students" / label
         torch.manual_seed(cfg.seed + 1)  # every student starts from the same initial weights
         student = build_model(cfg.student, data)
+        transfer = init_from_teacher(student, teacher, cfg.student.init_from_teacher, dm.input_shape)
         student, info = fit(cfg, dm, data, student, teacher, m.name, m.params, cfg.train, sdir, label, resume)
-        if not (sdir / "model.json").exists():
-            finish_stage(
-                student,
-                model_spec(cfg.student, data, method=m.name, params=m.params, teacher=str(teacher_dir)),
-                sdir,
-                info,
-            )
+        if transfer.mode != "none":
+            info.setdefault("init_from_teacher", transfer.summary())
+        if cfg.flow.finetune_on_val and "flow" not in info:  # "flow" is in a resumed stage's done.json
+            student, info["flow"] = finetune_on_val(cfg, dm, student, teacher, sdir, label, resume)
+        finish_stage(
+            student,
+            model_spec(cfg.student, data, method=m.name, params=m.params, teacher=str(teacher_dir)),
+            sdir,
+            info,
+        )
         logits, _ = predict(student, dm.eval_batches("test", device), device)
+        if D.is_main():
+            save_predictions(sdir, logits, y_test)
         students.append(
             {
                 "name": label,
@@ -272,12 +364,17 @@ def run(
             }
         )
 
-    rows["teacher"].update(measure(teacher, teacher_dir / "model.safetensors", data, cfg.bench))
+    if not D.is_main():  # rank 0 alone measures and writes the reports
+        return {"out": str(out), "rank": D.info().rank}
+    t_weights = [Path(m) / "model.safetensors" for m in cfg.teacher.ensemble] or [teacher_dir / "model.safetensors"]
+    rows["teacher"].update(measure(teacher, t_weights, data, cfg.bench))
     for row in students:
         model, _ = load_model(out / "students" / row["name"])
         row.update(measure(model, out / "students" / row["name"] / "model.safetensors", data, cfg.bench))
     report = build_report(cfg, data, rows["teacher"], students, time.perf_counter() - t_start)
     write_reports(out, report)
+    write_html([out], out / "report.html")
+    log_run(out, report, cfg.tracking.mlflow)  # MLflow (when on): final metrics, reports, students
     write_manifest(out, {"config": C.to_dict(cfg), "metrics": {r["name"]: r["accuracy"] for r in students}})
     report["out"] = str(out)
     return report
@@ -303,13 +400,22 @@ def distill(
 
 def validate_recipe(cfg: C.Config, data: ImageData, dm: DataModule) -> None:
     """Instantiate every model and method on the real shapes; raises on any bad name, parameter or class count."""
-    teacher = (
-        load_teacher(cfg.teacher.checkpoint, data)[0] if cfg.teacher.checkpoint else build_model(cfg.teacher, data)
-    )
+    device = resolve_device(cfg.device)
+    if cfg.amp not in (None, "bf16", "fp16"):
+        raise ConfigError(f"amp must be null, 'bf16' or 'fp16', got {cfg.amp!r}")
+    if cfg.amp == "fp16" and device.type != "cuda":
+        raise ConfigError("amp='fp16' needs a CUDA device; use amp='bf16' on the CPU")
+    if cfg.teacher.ensemble:
+        teacher = load_ensemble(cfg.teacher.ensemble, data, cfg.teacher.public_key)
+    elif cfg.teacher.checkpoint:
+        teacher = load_teacher(cfg.teacher.checkpoint, data, cfg.teacher.public_key)[0]
+    else:
+        teacher = build_model(cfg.teacher, data)
     check_outputs(teacher, data, f"teacher {cfg.teacher.model!r}")
     for m in cfg.methods:
         student = build_model(cfg.student, data)
         check_outputs(student, data, f"student {cfg.student.model!r}")
+        init_from_teacher(student, teacher, cfg.student.init_from_teacher, dm.input_shape)
         build_distiller(m.name, student, teacher, dm.input_shape, len(dm.x_train), dm.num_classes, **m.params).close()
 
 

@@ -25,7 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from distill.errors import CheckpointError
+from distill.errors import CheckpointError, DistillError
 
 _TENSOR = "__tensor__"
 
@@ -41,8 +41,12 @@ def atomic_write(path: Path, write: Any) -> None:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) or "No space left" in str(e) or "os error 28" in str(e):
+            reason = getattr(e, "strerror", None) or str(e)
+            kept = "the previous version is intact" if path.exists() else "nothing was written"
+            raise DistillError(f"could not write {path} ({reason}); {kept}") from e
         raise
 
 
@@ -151,9 +155,17 @@ def load_model(
         raise CheckpointError(f"{spec_path} is not valid JSON ({e})") from e
     if spec.get("sha256") and spec["sha256"] != sha256_file(weights):
         raise CheckpointError(f"{weights} does not match the sha256 in {spec_path}: the file was changed or corrupted")
+    if "quantization" in spec:  # int8: re-created from the stored float weights and calibration statistics
+        from distill.compress.quantize import load_quantized
+
+        return load_quantized(directory)[0], spec
     model = create_model(
         spec["model"], num_classes=spec["num_classes"], in_channels=spec["in_channels"], **spec.get("kwargs", {})
     )
+    if spec.get("architecture"):  # a pruned model: layers of the recorded shapes replace the base ones
+        from distill.compress.prune import apply_patch
+
+        apply_patch(model, spec["architecture"])
     load_weights(model, weights, what=f"{spec['model']} ({directory})")
     return model.to(device), spec
 

@@ -95,6 +95,8 @@ def dispatch(args: argparse.Namespace) -> int:
         report = api.train(args.recipe, **kw)
     else:
         report = api.distill(args.recipe, args.teacher, **kw)
+    if report.get("rank"):  # under torchrun, rank 0 alone prints
+        return 0
     print_table(report)
     print(f"run directory: {report['out']}")
     return 0

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from distill.engine.cache import CacheSettings
 from distill.engine.trainer import OptimSettings
 from distill.errors import ConfigError
 
@@ -30,6 +31,7 @@ class DataConfig:
     augment: bool = True
     train_subset: int | None = None  # use only this many (seeded) training samples
     test_subset: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # source-specific arguments, e.g. {target: price} for csv
 
 
 @dataclass
@@ -41,7 +43,40 @@ class ModelConfig:
 @dataclass
 class TeacherConfig(ModelConfig):
     checkpoint: str | None = None  # a model directory (model.json + model.safetensors) to load instead of training
+    public_key: str | None = None  # when set, the checkpoint must carry a valid signature by this ed25519 key
+    ensemble: list[str] = field(default_factory=list)  # several saved teachers (model directories) distilled at once
     train: OptimSettings = field(default_factory=OptimSettings)
+
+
+@dataclass
+class StudentConfig(ModelConfig):
+    # Start from the teacher's weights: false | true (= match) | match | every_kth | important_channels
+    # (see distill.models.transfer).
+    init_from_teacher: bool | str = False
+
+    def __post_init__(self) -> None:
+        modes = ("none", "match", "every_kth", "important_channels")
+        if not isinstance(self.init_from_teacher, bool) and self.init_from_teacher not in modes:
+            raise ConfigError(f"init_from_teacher must be true, false or one of {list(modes)}, got "
+                              f"{self.init_from_teacher!r}")  # fmt: skip
+
+
+@dataclass
+class FlowConfig:
+    """Train -> validation fine-tune -> test: after distilling on the training split, fine-tune every student on
+    the validation split; the test split is only evaluated. The report gives each stage's accuracy."""
+
+    finetune_on_val: bool = False
+    finetune_epochs: int = 2
+    finetune_lr: float = 0.005
+    finetune_method: str = "scratch"  # cross-entropy on the labels; or a method (e.g. kd) to keep the teacher's signal
+    finetune_params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.finetune_epochs < 1:
+            raise ConfigError(f"finetune_epochs must be >= 1, got {self.finetune_epochs}")
+        if not self.finetune_lr > 0:
+            raise ConfigError(f"finetune_lr must be > 0, got {self.finetune_lr}")
 
 
 @dataclass
@@ -60,19 +95,30 @@ class BenchConfig:
 
 
 @dataclass
+class TrackingConfig:
+    tensorboard: bool = True  # per-epoch scalars under <model dir>/tb/
+    mlflow: bool | str | None = None  # null: off; true: sqlite:///<run>/mlflow.db; or an MLflow tracking URI
+
+
+@dataclass
 class Config:
     seed: int = 0
     deterministic: bool = False
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: str | None = None  # null | bf16 | fp16 (CUDA only)
     channels_last: bool = False
+    teacher_channels_last: bool | None = None  # null: the same as channels_last
+    compile: bool = False  # torch.compile the student (pays a compile time up front)
+    cache: CacheSettings = field(default_factory=CacheSettings)  # teacher-output cache: off | views | fixed
     select: str = "last"  # which student weights to keep: the last epoch or the best validation epoch
     data: DataConfig = field(default_factory=DataConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
-    student: ModelConfig = field(default_factory=ModelConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
     train: OptimSettings = field(default_factory=OptimSettings)
     methods: list[MethodConfig] = field(default_factory=lambda: [MethodConfig("scratch"), MethodConfig("kd")])
     bench: BenchConfig = field(default_factory=BenchConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
 
     def __post_init__(self) -> None:
         if self.select not in ("last", "best"):
@@ -85,6 +131,12 @@ class Config:
             raise ConfigError(f"data.val_size must be >= 0, got {self.data.val_size}")
         if self.data.batch_size < 1:
             raise ConfigError(f"data.batch_size must be >= 1, got {self.data.batch_size}")
+        if self.cache.mode == "fixed" and self.data.augment:
+            raise ConfigError(
+                "cache.mode=fixed caches one teacher output per sample, which with random augmentation would pair "
+                "the student's view with the teacher's output on another image; use cache.mode=views (replays the "
+                "recorded views) or set data.augment=false"
+            )
 
 
 def from_dict(cls: type, raw: Any, path: str = "") -> Any:

@@ -1,0 +1,221 @@
+"""The table of bad inputs: each case is a CLI invocation that must fail with one clear line.
+
+Used by tests/test_bad_inputs.py and by scripts/bad_inputs_doc.py, which writes docs/bad-inputs.md.
+Placeholders: {tmp} a fresh directory, {recipe} configs/smoke.yaml, {teacher} a trained model directory,
+{signed} a signed copy of it, {pub} the signer's public key, {evil} a .pt file with a code-running pickle,
+{garbage} a directory of malformed IDX files, {empty} an empty directory, {run} a finished run directory.
+"""
+
+SYN = [
+    "--set",
+    "data.name=synthetic",
+    "--set",
+    "data.val_size=64",
+    "--set",
+    "train.epochs=1",
+    "--set",
+    "teacher.train.epochs=1",
+    "--set",
+    "bench.repeats=1",
+]
+RUN = ["run", "{recipe}", "--out", "{tmp}/out", *SYN]
+
+# (id, what is wrong, argv, regex the one-line message must match)
+CASES = [
+    (
+        "yaml-malformed",
+        "recipe is not valid YAML",
+        ["run", "{tmp}/bad.yaml", "--out", "{tmp}/out"],
+        "not valid YAML at line",
+    ),
+    (
+        "yaml-not-mapping",
+        "recipe is a list",
+        ["run", "{tmp}/list.yaml", "--out", "{tmp}/out"],
+        "must be a YAML mapping",
+    ),
+    (
+        "yaml-python-tag",
+        "YAML tag that would run code",
+        ["run", "{tmp}/tag.yaml", "--out", "{tmp}/out"],
+        "not valid YAML",
+    ),
+    ("recipe-missing", "recipe file does not exist", ["run", "{tmp}/nope.yaml"], "does not exist"),
+    (
+        "key-unknown",
+        "misspelt top-level key",
+        [*RUN, "--set", "trian.epochs=1"],
+        "unknown key 'trian'. Did you mean 'train'",
+    ),
+    ("key-unknown-nested", "misspelt nested key", [*RUN, "--set", "train.epoch=1"], "Did you mean 'train.epochs'"),
+    ("type-int", "epochs is not an integer", [*RUN, "--set", "train.epochs=three"], "train.epochs must be an integer"),
+    ("type-bool", "augment is not a boolean", [*RUN, "--set", "data.augment=1"], "data.augment must be true or false"),
+    ("type-list", "methods is not a list", [*RUN, "--set", "methods={name: kd}"], "methods must be a list"),
+    ("override-syntax", "--set without '='", [*RUN, "--set", "train.lr"], "must look like key.path=value"),
+    ("override-index", "--set into a missing list item", [*RUN, "--set", "methods.9.name=kd"], "list index below"),
+    (
+        "temperature-negative",
+        "negative temperature",
+        [*RUN, "--set", "methods=[{name: kd, params: {temperature: -1}}]"],
+        r"temperature must be in \(0.0, inf\]",
+    ),
+    (
+        "alpha-range",
+        "alpha outside [0, 1]",
+        [*RUN, "--set", "methods=[{name: kd, params: {alpha: 1.5}}]"],
+        r"alpha must be in \[0.0, 1.0\]",
+    ),
+    (
+        "label-smoothing-range",
+        "label smoothing ≥ 1",
+        [*RUN, "--set", "methods=[{name: kd, params: {label_smoothing: 1.5}}]"],
+        "label_smoothing must be in",
+    ),
+    ("lr-negative", "negative learning rate", [*RUN, "--set", "train.lr=-0.1"], r"lr must be in \(0.0, inf\]"),
+    ("epochs-zero", "zero epochs", [*RUN, "--set", "train.epochs=0"], "epochs must be >= 1"),
+    ("optimizer-unknown", "unknown optimizer", [*RUN, "--set", "train.optimizer=adam"], "expected one of .*adamw"),
+    ("batch-size-zero", "batch size 0", [*RUN, "--set", "data.batch_size=0"], "batch_size must be >= 1"),
+    (
+        "val-too-large",
+        "validation split takes all data",
+        [*RUN, "--set", "data.val_size=100000"],
+        "leaves no training data",
+    ),
+    (
+        "methods-duplicate",
+        "two methods with one label",
+        [*RUN, "--set", "methods=[{name: kd}, {name: kd}]"],
+        "appear twice",
+    ),
+    ("method-unknown", "unknown method", [*RUN, "--set", "methods=[{name: dkdd}]"], "unknown method 'dkdd'.*Available"),
+    (
+        "method-param-unknown",
+        "unknown method parameter",
+        [*RUN, "--set", "methods=[{name: kd, params: {alpa: 0.5}}]"],
+        "has no parameter.*alpha",
+    ),
+    ("model-unknown", "unknown model", [*RUN, "--set", "student.model=resnet9"], "unknown model 'resnet9'.*resnet8"),
+    (
+        "model-kwarg-unknown",
+        "unknown model argument",
+        [*RUN, "--set", "student.kwargs={depth: 3}"],
+        "has no argument.*width",
+    ),
+    (
+        "layer-unknown",
+        "hint layer that does not exist",
+        [*RUN, "--set", "methods=[{name: fitnet, params: {student_layer: layer9}}]"],
+        "unknown layer .*layer1",
+    ),
+    (
+        "dataset-unknown",
+        "unknown dataset",
+        [*RUN, "--set", "data.name=fmnist"],
+        "unknown dataset 'fmnist'.*fashion_mnist",
+    ),
+    (
+        "dataset-missing",
+        "dataset not where it was said to be",
+        [*RUN, "--set", "data.name=fashion_mnist", "--set", "data.root={empty}"],
+        "apt-get install dataset-fashion-mnist",
+    ),
+    (
+        "dataset-malformed",
+        "IDX files that are not IDX",
+        [*RUN, "--set", "data.name=fashion_mnist", "--set", "data.root={garbage}"],
+        "magic",
+    ),
+    (
+        "dataset-empty",
+        "an image folder with no images",
+        [*RUN, "--set", "data.name=image_folder", "--set", "data.root={empty}"],
+        "(?i)no images|empty",
+    ),
+    (
+        "teacher-missing",
+        "teacher directory does not exist",
+        [*RUN, "--set", "teacher.checkpoint={tmp}/nope"],
+        "is not a model directory",
+    ),
+    (
+        "class-mismatch",
+        "teacher made for other classes",
+        [*RUN, "--set", "teacher.checkpoint={teacher}", "--set", "data.name=digits"],
+        "4 classes .* 10 classes",
+    ),
+    (
+        "arch-mismatch",
+        "checkpoint of another architecture",
+        [*RUN, "--set", "teacher.checkpoint={wrongarch}"],
+        "do not fit",
+    ),
+    (
+        "weights-tampered",
+        "teacher weights changed after saving",
+        [*RUN, "--set", "teacher.checkpoint={tampered}"],
+        "does not match the sha256",
+    ),
+    (
+        "signature-missing",
+        "unsigned teacher where a signature is required",
+        [*RUN, "--set", "teacher.checkpoint={teacher}", "--set", "teacher.public_key={pub}"],
+        "is not signed",
+    ),
+    (
+        "signature-tampered",
+        "signed teacher modified afterwards",
+        [*RUN, "--set", "teacher.checkpoint={signed}", "--set", "teacher.public_key={pub}"],
+        "changed after signing",
+    ),
+    (
+        "pickle-payload",
+        "a .pt checkpoint whose pickle would run code",
+        [*RUN, "--set", "student.model=torchvision:resnet18", "--set", "student.kwargs={checkpoint: '{evil}'}"],
+        "(?i)refus",
+    ),
+    (
+        "checkpoint-truncated",
+        "resume from a truncated checkpoint",
+        ["run", "{recipe}", "--out", "{truncrun}", *SYN, "--resume"],
+        "corrupted or truncated",
+    ),
+    (
+        "out-exists",
+        "run directory already holds files",
+        ["run", "{recipe}", "--out", "{run}", *SYN],
+        "already exists.*--resume.*--overwrite",
+    ),
+    (
+        "resume-other-recipe",
+        "resume with another recipe",
+        ["run", "{recipe}", "--out", "{run}", *SYN, "--set", "train.lr=0.5", "--resume"],
+        "different recipe",
+    ),
+    ("device-cuda", "CUDA asked for on a machine without it", [*RUN, "--set", "device=cuda"], "CUDA is not available"),
+    (
+        "amp-fp16-cpu",
+        "fp16 autocast on the CPU",
+        [*RUN, "--set", "device=cpu", "--set", "amp=fp16"],
+        "fp16' needs a CUDA device",
+    ),
+    (
+        "evaluate-not-model",
+        "evaluate a directory that is not a model",
+        ["evaluate", "{empty}"],
+        "is not a model directory",
+    ),
+    ("info-not-run", "info on a directory that is not a run", ["info", "{empty}"], "has no report.json"),
+    (
+        "verify-unsigned",
+        "verify a model that was never signed",
+        ["verify", "{teacher}", "--key", "{pub}"],
+        "is not signed",
+    ),
+]
+
+
+def fill(arg: str, values: dict) -> str:
+    """Replace the ``{name}`` placeholders above (and only those: YAML braces stay)."""
+    for key, value in values.items():
+        arg = arg.replace("{" + key + "}", str(value))
+    return arg
