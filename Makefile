@@ -44,5 +44,8 @@ lint: $(FULL)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 
+bench: $(FULL) data
+	bash benchmarks/run_all.sh
+
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

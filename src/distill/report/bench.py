@@ -37,11 +37,15 @@ def latency_ms(
     input_shape: Sequence[int],
     batch_size: int = 1,
     repeats: int = 20,
-    warmup: int = 3,
+    warmup: int = 5,
     threads: int | None = None,
-    min_seconds: float = 0.0,
+    min_seconds: float = 0.3,
 ) -> float:
-    """Median wall-clock milliseconds of one forward pass of a ``batch_size`` batch on the CPU, in eval mode."""
+    """Median wall-clock milliseconds of one forward pass of a ``batch_size`` batch on the CPU, in eval mode.
+
+    At least ``repeats`` passes and at least ``min_seconds`` of them: sub-millisecond models need hundreds of
+    passes before the median stops moving.
+    """
     model = model.eval().cpu()
     x = torch.randn(batch_size, *input_shape)
     with torch_threads(threads):
