@@ -1,0 +1,276 @@
+"""Named, numbered model versions in MLflow's model registry, with their lineage; local stores only.
+
+``register`` copies a model directory's files (``model.json``, ``model.safetensors`` and, when signed, every file
+the signature covers plus ``signature.json``) into an MLflow run's artefacts beside a local SQLite store and
+creates a version of the registered model pointing at them. Lineage is kept as version tags (``distill.*``): the
+teacher (path, weights sha256 and, when it is registered too, its name and version), the recipe of the run the
+model came from, the data fingerprint, the weights sha256, the sha256 of every registered file and the signer.
+``fetch`` copies a version out and refuses it unless every file still has its registered sha256 (and, with a
+public key, a valid signature).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from distill.artifacts import sha256_file
+from distill.errors import CheckpointError, ConfigError, DistillError
+
+EXPERIMENT = "distill-registry"
+TAG = "distill."
+_CLIENTS: dict[str, Any] = {}
+
+
+def store_uri(uri: str | Path | None = None) -> str:
+    """``None`` -> ``sqlite:///<cwd>/mlruns.db``; a path -> ``sqlite:///<path>``; only local SQLite URIs."""
+    if uri is None:
+        return f"sqlite:///{(Path.cwd() / 'mlruns.db').resolve().as_posix()}"
+    text = str(uri)
+    if "://" not in text:
+        return f"sqlite:///{Path(text).resolve().as_posix()}"
+    if not text.startswith("sqlite:///"):
+        raise ConfigError(f"registry URI {text!r} is not local; use sqlite:///PATH/TO/FILE.db or a file path")
+    return text
+
+
+def _client(uri: str) -> tuple[Any, str]:
+    """An MlflowClient for the store (opened once per process: the first open of a SQLite store takes seconds)."""
+    if uri in _CLIENTS:
+        return _CLIENTS[uri]
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            from mlflow.tracking import MlflowClient
+        except ImportError as e:
+            raise ConfigError("the model registry needs the mlflow package: pip install 'mlflow>=2.10'") from e
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # no "creating tables" chatter on stderr
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    if exp is None:  # artefacts beside the database, never in the current directory or on a server
+        location = (Path(uri[len("sqlite:///") :]).resolve().parent / "mlartifacts").as_uri()
+        exp_id = client.create_experiment(EXPERIMENT, artifact_location=location)
+    else:
+        exp_id = exp.experiment_id
+    _CLIENTS[uri] = (client, exp_id)
+    return client, exp_id
+
+
+def _model_files(directory: Path) -> list[Path]:
+    """What a version holds: the model files, or everything a signature covers (so it still verifies)."""
+    if not (directory / "model.json").is_file() or not (directory / "model.safetensors").is_file():
+        raise CheckpointError(f"{directory} is not a model directory (expected model.json and model.safetensors)")
+    sig = directory / "signature.json"
+    if not sig.is_file():
+        return [directory / "model.json", directory / "model.safetensors"]
+    try:
+        signed = json.loads(sig.read_text())["files"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{sig} is malformed ({e}); re-sign the model or register it with --key") from e
+    for name, digest in signed.items():
+        if not (directory / name).is_file() or sha256_file(directory / name) != digest:
+            raise CheckpointError(f"{directory}: {name} changed after signing (tampered or corrupted); not registered")
+    return [directory / n for n in sorted(signed)] + [sig]
+
+
+def _run_dir(directory: Path) -> Path | None:
+    for d in (directory, *directory.parents):
+        if (d / "config.yaml").is_file() and d != directory:
+            return d
+    return None
+
+
+def lineage(directory: Path, client: Any = None) -> dict[str, str]:
+    """The ``distill.*`` tags of a model directory: teacher, recipe, data, weights and signer."""
+    directory = Path(directory).resolve()
+    spec = json.loads((directory / "model.json").read_text())
+    weights = sha256_file(directory / "model.safetensors")
+    if spec.get("sha256") and spec["sha256"] != weights:
+        raise CheckpointError(f"{directory / 'model.safetensors'} does not match the sha256 in model.json")
+    tags = {
+        "weights_sha256": weights,
+        "model": str(spec.get("model", "")),
+        "method": str(spec.get("method", "")),
+        "data_name": str(spec.get("dataset", {}).get("name", "")),
+        "data_fingerprint": str(spec.get("dataset", {}).get("fingerprint", "")),
+    }
+    teacher = spec.get("teacher")
+    if teacher and (Path(teacher) / "model.safetensors").is_file():
+        tdir = Path(teacher).resolve()
+        digests = {sha256_file(tdir / "model.safetensors")}
+        tags["teacher_path"], tags["teacher_sha256"] = str(tdir), next(iter(digests))
+        done = tdir / "done.json"
+        source = json.loads(done.read_text()).get("source") if done.is_file() else None
+        if source and (Path(source) / "model.safetensors").is_file():  # a teacher loaded from another directory
+            tags["teacher_source"] = str(Path(source).resolve())
+            digests.add(sha256_file(Path(source) / "model.safetensors"))
+        found = _find_by_weights(client, digests) if client is not None else None
+        if found:
+            tags["teacher_name"], tags["teacher_version"] = found
+    elif teacher:
+        tags["teacher_path"] = str(teacher)
+    run = _run_dir(directory)
+    if run is not None:
+        recipe = (run / "config.yaml").read_text()
+        tags["recipe_path"], tags["recipe_sha256"] = str(run / "config.yaml"), _sha256_text(recipe)
+        if len(recipe) <= 7000:  # MLflow keeps tag values up to 8000 characters; the file is an artefact anyway
+            tags["recipe"] = recipe
+    return tags
+
+
+def _sha256_text(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _find_by_weights(client: Any, digests: set[str]) -> tuple[str, str] | None:
+    for digest in sorted(digests):
+        found = client.search_model_versions(f"tags.`{TAG}weights_sha256` = '{digest}'")
+        if found:
+            best = max(found, key=lambda v: (v.name, int(v.version)))
+            return best.name, str(best.version)
+    return None
+
+
+def register(
+    model_dir: str | Path, name: str, uri: str | Path | None = None, private_key: str | Path | None = None
+) -> dict[str, Any]:
+    """Register ``model_dir`` as the next version of ``name``; returns ``{"name", "version", "tags", "uri"}``.
+
+    With ``private_key`` a copy is signed (the directory itself is not changed) and that copy is registered.
+    """
+    model_dir = Path(model_dir)
+    if not name or any(c in name for c in "/\\'\""):
+        raise ConfigError(f"model name {name!r} must be non-empty, without slashes or quotes")
+    files = _model_files(model_dir)
+    uri = store_uri(uri)
+    with tempfile.TemporaryDirectory(prefix="distill-register-") as tmp:
+        staged = Path(tmp) / "model"
+        staged.mkdir()
+        for f in files:
+            shutil.copy2(f, staged / f.name)
+        if private_key is not None:
+            from distill.trust import sign_model
+
+            for f in staged.iterdir():
+                if f.name not in ("model.json", "model.safetensors"):
+                    f.unlink()  # the new signature covers the model files alone
+            sign_model(staged, private_key)
+        client, exp = _client(uri)
+        tags = lineage(model_dir, client)
+        sig = staged / "signature.json"
+        tags["signer"] = json.loads(sig.read_text())["signer"] if sig.is_file() else ""
+        tags["files_sha256"] = json.dumps({f.name: sha256_file(f) for f in sorted(staged.iterdir())}, sort_keys=True)
+        tags["source_dir"] = str(model_dir.resolve())
+        run = client.create_run(exp, run_name=f"register-{name}")
+        run_id = run.info.run_id
+        client.log_artifacts(run_id, str(staged), artifact_path="model")
+        if "recipe_path" in tags:
+            client.log_artifact(run_id, tags["recipe_path"], artifact_path="recipe")
+        client.set_terminated(run_id, "FINISHED")
+    try:
+        client.get_registered_model(name)
+    except Exception:  # MlflowException(RESOURCE_DOES_NOT_EXIST)
+        client.create_registered_model(name, description="a distill model; lineage in the distill.* version tags")
+    mv = client.create_model_version(
+        name, source=f"{run.info.artifact_uri}/model", run_id=run_id, tags={TAG + k: v for k, v in tags.items()}
+    )
+    return {"name": name, "version": int(mv.version), "tags": tags, "uri": uri}
+
+
+def versions(name: str | None = None, uri: str | Path | None = None) -> list[dict[str, Any]]:
+    """Every version (of ``name``, or of all models), oldest first, with its ``distill.*`` tags."""
+    uri = store_uri(uri)
+    client, _ = _client(uri)
+    if name is not None:
+        try:
+            client.get_registered_model(name)
+        except Exception as e:
+            known = sorted(m.name for m in client.search_registered_models())
+            raise DistillError(f"no registered model {name!r} in {uri}; registered: {known}") from e
+    found = client.search_model_versions(f"name = '{name}'" if name else "")
+    rows = [
+        {
+            "name": v.name,
+            "version": int(v.version),
+            "source": v.source,
+            "created": v.creation_timestamp,
+            "tags": {k[len(TAG) :]: t for k, t in v.tags.items() if k.startswith(TAG)},
+        }
+        for v in found
+    ]
+    return sorted(rows, key=lambda r: (r["name"], r["version"]))
+
+
+def fetch(
+    name: str,
+    version: int,
+    out: str | Path,
+    uri: str | Path | None = None,
+    public_key: str | Path | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Copy version ``version`` of ``name`` into ``out`` after checking every file's sha256 (and the signature).
+
+    Nothing is written into ``out`` unless all checks pass; an existing non-empty ``out`` needs ``overwrite``.
+    """
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise DistillError(f"{out} already exists; pass --overwrite to replace it, or choose another --out")
+    uri = store_uri(uri)
+    client, _ = _client(uri)
+    try:
+        mv = client.get_model_version(name, str(version))
+    except Exception as e:
+        have = [r["version"] for r in versions(name, uri)]
+        raise DistillError(f"{name} has no version {version} in {uri}; it has versions {have}") from e
+    src = urlparse(mv.source)
+    if src.scheme != "file":
+        raise DistillError(f"{name} v{version} is stored at {mv.source}, which is not a local file location")
+    src_dir = Path(unquote(src.path))
+    expected = json.loads(mv.tags.get(TAG + "files_sha256", "{}"))
+    if not expected:
+        raise CheckpointError(
+            f"{name} v{version} carries no file hashes ({TAG}files_sha256); it was not made by distill"
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        for fname in expected:
+            if not (src_dir / fname).is_file():
+                raise CheckpointError(f"{name} v{version}: {fname} is missing from {src_dir}")
+            shutil.copy2(src_dir / fname, staged / fname)
+        _check(staged, expected, mv.tags.get(TAG + "weights_sha256"), f"{name} v{version}")
+        if public_key is not None:
+            from distill.trust import verify_model
+
+            verify_model(staged, public_key)
+        if out.exists():
+            shutil.rmtree(out) if out.is_dir() else out.unlink()
+        os.replace(staged, out)
+    finally:
+        if staged.exists():
+            shutil.rmtree(staged, ignore_errors=True)
+    return out
+
+
+def _check(directory: Path, expected: dict[str, str], weights: str | None, what: str) -> None:
+    changed = sorted(n for n, d in expected.items() if sha256_file(directory / n) != d)
+    if changed:
+        raise CheckpointError(
+            f"{what}: {', '.join(changed)} no longer match the registered sha256 (tampered or corrupted)"
+        )
+    spec = json.loads((directory / "model.json").read_text())
+    actual = sha256_file(directory / "model.safetensors")
+    if actual != weights or spec.get("sha256", actual) != actual:
+        raise CheckpointError(f"{what}: model.safetensors does not match its registered sha256")
