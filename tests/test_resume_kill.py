@@ -1,10 +1,17 @@
-"""Exact resume after SIGKILL: a run killed at a random point and resumed ends bit-for-bit where an uninterrupted
-run ends (deterministic mode, synthetic data). Three kill points here (two with the teacher cache, one without);
-raise KILLS for a longer soak."""
+"""Exact resume after SIGKILL and SIGINT: a run killed at a random point and resumed ends bit-for-bit where an
+uninterrupted run ends (deterministic mode, tiny synthetic data, one thread everywhere).
+
+Ten SIGKILLs, half with the teacher cache: each picks a stage (teacher or student), a random optimizer step and a
+phase — right after that step, at the end of its epoch before the checkpoint is written, or half-way through
+writing that checkpoint. The killed runs are forked from one pre-imported driver process (a fresh interpreter per
+kill would spend seconds importing torch); each is resumed in this process. SIGINT is sent by the operating system
+to a real ``python -m distill run``: it must stop in one line with exit 130 and a checkpoint that resumes exactly.
+"""
 
 import json
 import os
 import random
+import select
 import signal
 import subprocess
 import sys
@@ -16,79 +23,235 @@ import torch
 from safetensors.torch import load_file
 
 from distill import api
+from distill.artifacts import load_checkpoint
+from distill.cli import main
 
-KILLS = [("views", 11), ("off", 12), ("views", 13)]  # (cache mode, seed of the random kill point)
-EPOCHS = 6
+KILLS = [("views" if i % 2 == 0 else "off", 100 + i) for i in range(10)]  # (cache mode, seed of the kill point)
+EPOCHS, TEACHER_EPOCHS = 4, 2
+STEPS = 7  # per epoch: (256 - 32 validation) / 32
+PHASES = ("step", "epoch_end", "write")
 
 RECIPE = """
 seed: 0
 deterministic: true
 device: cpu
-data: {{name: synthetic, val_size: 32, batch_size: 32}}
-teacher: {{model: cnn, kwargs: {{width: 4, blocks: 1}}, train: {{epochs: 1, lr: 0.05}}}}
+data: {{name: synthetic, val_size: 32, batch_size: 32, options: {{n_train: 256, n_test: 64}}}}
+teacher: {{model: cnn, kwargs: {{width: 4, blocks: 1}}, train: {{epochs: {teacher_epochs}, lr: 0.05}}}}
 student: {{model: cnn, kwargs: {{width: 6, blocks: 1}}}}
 train: {{epochs: {epochs}, lr: 0.05}}
 cache: {{mode: "{mode}", views: 3}}
 methods: [{{name: kd, params: {{temperature: 4.0, alpha: 0.9}}}}]
 bench: {{latency: false}}
+tracking: {{tensorboard: false}}
 """
+
+# Reads one JSON job per line, forks, runs it in the child and kills the child (SIGKILL, from the inside) at the
+# job's point; answers with the child's fate. It runs no torch op itself, so forking it is safe.
+DRIVER = r"""
+import json, os, signal, sys, traceback
+import torch
+from distill import api, artifacts
+from distill.engine.callbacks import Callback
+from distill.engine.tracking import extra_callbacks
+
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def job(recipe, out, label, step, phase):
+    torch.set_num_threads(1)
+    armed = []
+    real_save = artifacts.save_file
+
+    def half_written(tensors, path, metadata=None):  # the checkpoint's temporary file, cut short, then death
+        real_save(tensors, path, metadata=metadata)
+        if armed and phase == "write":
+            with open(path, "r+b") as f:
+                f.truncate(os.path.getsize(path) // 2)
+            die()
+
+    artifacts.save_file = half_written
+
+    class Kill(Callback):
+        def on_step_end(self, trainer, losses):
+            if trainer.state.step == step:
+                if phase == "step":
+                    die()
+                armed.append(True)
+
+        def on_epoch_end(self, trainer, record):
+            if armed and phase == "epoch_end":
+                die()
+
+    with extra_callbacks(lambda d, l: Kill() if l == label else None):
+        api.run(recipe, out=out)
+
+
+for line in sys.stdin:
+    pid = os.fork()
+    if pid == 0:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        try:
+            job(**json.loads(line))
+            os._exit(0)
+        except BaseException:
+            traceback.print_exc()
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+    print(json.dumps({"signal": sig, "code": os.WEXITSTATUS(status) if sig is None else None}), flush=True)
+"""
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 @pytest.fixture
 def one_thread():
     before = torch.get_num_threads()
-    torch.set_num_threads(1)  # the same as the subprocess (OMP_NUM_THREADS=1), so float sums agree bit for bit
+    torch.set_num_threads(1)  # the same as the killed runs, so float sums agree bit for bit
     yield
     torch.set_num_threads(before)
     torch.use_deterministic_algorithms(False)  # api.run(deterministic=True) switched it on for this process
 
 
-_REFERENCE: dict[str, dict[str, torch.Tensor]] = {}
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return tmp_path_factory.mktemp("kill")
 
 
-def weights(out: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(out / "students" / "kd" / "model.safetensors"))
+@pytest.fixture(scope="module")
+def driver(root):
+    log = open(root / "driver.log", "w")  # kept open for the whole module
+    proc = subprocess.Popen(
+        [sys.executable, "-c", DRIVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=ENV, text=True
+    )
+    yield proc
+    proc.stdin.close()
+    proc.wait(timeout=30)
+    log.close()
 
 
-def reference(recipe: Path, mode: str, root: Path) -> dict[str, torch.Tensor]:
+def recipe_file(root: Path, mode: str) -> Path:
+    path = root / f"recipe-{mode}.yaml"
+    if not path.exists():
+        path.write_text(RECIPE.format(epochs=EPOCHS, teacher_epochs=TEACHER_EPOCHS, mode=mode))
+    return path
+
+
+_REFERENCE: dict[str, dict[str, dict[str, torch.Tensor]]] = {}
+
+
+def weights(out: Path) -> dict[str, dict[str, torch.Tensor]]:
+    return {s: load_file(str(out / s / "model.safetensors")) for s in ("teacher", "students/kd")}
+
+
+def reference(root: Path, mode: str) -> dict[str, dict[str, torch.Tensor]]:
     if mode not in _REFERENCE:
-        api.run(recipe, out=root / f"ref-{mode}")
+        api.run(recipe_file(root, mode), out=root / f"ref-{mode}")
         _REFERENCE[mode] = weights(root / f"ref-{mode}")
     return _REFERENCE[mode]
 
 
-@pytest.mark.parametrize(("mode", "seed"), KILLS)
-def test_sigkill_at_a_random_point_then_resume_is_bit_exact(tmp_path_factory, one_thread, mode, seed):
-    root = tmp_path_factory.getbasetemp()
-    recipe = root / f"recipe-{mode}.yaml"
-    recipe.write_text(RECIPE.format(epochs=EPOCHS, mode=mode))
-    out = tmp_path_factory.mktemp("killed") / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "distill", "run", str(recipe), "--out", str(out)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def assert_same(out: Path, ref: dict[str, dict[str, torch.Tensor]]) -> None:
+    got = weights(out)
+    for stage, tensors in ref.items():
+        assert got[stage].keys() == tensors.keys()
+        for k in tensors:
+            assert torch.equal(got[stage][k], tensors[k]), f"{stage}: {k}"
+    for stage, epochs in (("teacher", TEACHER_EPOCHS), ("students/kd", EPOCHS)):
+        lines = (out / stage / "metrics.jsonl").read_text().splitlines()
+        assert [json.loads(ln)["epoch"] for ln in lines] == list(range(1, epochs + 1))  # none lost, none twice
+
+
+def kill_point(seed: int) -> dict:
     rng = random.Random(seed)
-    after_epochs, fraction = rng.randint(1, EPOCHS - 2), rng.random()
-    metrics = out / "students" / "kd" / "metrics.jsonl"
-    deadline = time.monotonic() + 120
-    try:
-        # wait for a student checkpoint and `after_epochs` finished epochs, then a random fraction of an epoch
-        while time.monotonic() < deadline and proc.poll() is None:
-            lines = metrics.read_text().splitlines() if metrics.exists() else []
-            if len(lines) >= after_epochs:
-                time.sleep(fraction * json.loads(lines[-1])["epoch_seconds"])  # somewhere inside the next epoch
-                break
-            time.sleep(0.002)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed; lower the kill point"
-    assert (out / "students" / "kd" / "checkpoint.safetensors").exists()
-    assert not (out / "students" / "kd" / "done.json").exists()
+    label = "teacher" if rng.random() < 0.3 else "kd"
+    total = STEPS * (TEACHER_EPOCHS if label == "teacher" else EPOCHS)
+    return {"label": label, "step": rng.randint(1, total), "phase": rng.choice(PHASES)}
+
+
+@pytest.mark.parametrize(("mode", "seed"), KILLS)
+def test_sigkill_at_a_random_step_then_resume_is_bit_exact(root, driver, one_thread, mode, seed):
+    recipe, out = recipe_file(root, mode), root / f"killed-{seed}"
+    point = kill_point(seed)
+    driver.stdin.write(json.dumps({"recipe": str(recipe), "out": str(out), **point}) + "\n")
+    driver.stdin.flush()
+    ready, _, _ = select.select([driver.stdout], [], [], 120)
+    assert ready, f"the killed run did not end in 120 s (see {root / 'driver.log'})"
+    fate = json.loads(driver.stdout.readline())
+    assert fate["signal"] == signal.SIGKILL, f"{point}: {fate} (see {root / 'driver.log'})"
+    stage = out / ("teacher" if point["label"] == "teacher" else "students/kd")
+    assert not (stage / "done.json").exists()
 
     api.run(recipe, out=out, resume=True)
-    resumed, ref = weights(out), reference(recipe, mode, root)
-    assert resumed.keys() == ref.keys()
-    for k in ref:
-        assert torch.equal(resumed[k], ref[k]), k
-    lines = metrics.read_text().splitlines()
-    assert len(lines) == EPOCHS  # the epochs after the checkpoint were dropped and redone, none twice
+    assert_same(out, reference(root, mode))
+
+
+def test_sigint_saves_a_checkpoint_exits_130_in_one_line_and_resumes_exactly(root, one_thread):
+    recipe, out = recipe_file(root, "views"), root / "sigint"
+    checkpoint = out / "students" / "kd" / "checkpoint.safetensors"
+    cmd = [sys.executable, "-m", "distill", "run", str(recipe), "--out", str(out)]
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and proc.poll() is None and not checkpoint.exists():
+            time.sleep(0.001)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, f"exit {proc.returncode}; stderr:\n{err}"
+    assert "Traceback" not in err
+    said = [ln for ln in err.splitlines() if ln.startswith("distill:")]  # epoch progress lines are not messages
+    assert len(said) == 1 and said[0] == err.strip().splitlines()[-1], err
+    assert "interrupted" in said[0] and "--resume" in said[0] and str(checkpoint) in said[0], said[0]
+    state = load_checkpoint(checkpoint)["state"]
+    assert 1 <= state["epoch"] < EPOCHS or state["batch"] > 0
+    assert not (out / "students" / "kd" / "done.json").exists()
+
+    assert main(["run", str(recipe), "--out", str(out), "--resume"]) == 0
+    assert_same(out, reference(root, "views"))
+
+
+class _CtrlC:
+    """Sends this process SIGINT after optimizer step ``at`` — Ctrl-C in the middle of an epoch."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def on_fit_start(self, trainer) -> None: ...
+    def on_epoch_start(self, trainer) -> None: ...
+    def on_epoch_end(self, trainer, record) -> None: ...
+    def on_fit_end(self, trainer) -> None: ...
+
+    def on_step_end(self, trainer, losses) -> None:
+        if trainer.state.step == self.at:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_ctrl_c_mid_epoch_checkpoints_the_step_and_resume_skips_the_done_batches(tmp_path, tiny, dm, one_thread):
+    from distill.distillers import build_distiller
+    from distill.engine.trainer import OptimSettings, Trainer
+    from distill.errors import Interrupted
+
+    def trainer(out, callbacks=()):
+        d = build_distiller("scratch", tiny(4), None, dm.input_shape)
+        return Trainer(d, dm, OptimSettings(epochs=2, lr=0.05), out_dir=out, callbacks=list(callbacks), check_every=2)
+
+    whole = trainer(tmp_path / "whole")
+    whole.fit()
+    cut = trainer(tmp_path / "cut", [_CtrlC(dm.steps_per_epoch() + 3)])
+    with pytest.raises(Interrupted, match=r"epoch 2/2, step 3/7; checkpoint saved to .*--resume"):
+        cut.fit()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler was put back
+    ck = load_checkpoint(tmp_path / "cut" / "checkpoint.safetensors")
+    assert (ck["state"]["epoch"], ck["state"]["batch"], ck["partial"]["n_batches"]) == (1, 3, 3)
+    again = trainer(tmp_path / "cut")
+    again.fit(resume=True)
+    for k, v in whole.model.state_dict().items():
+        assert torch.equal(again.model.state_dict()[k], v), k
+    assert [h["train"] for h in again.state.history] == [h["train"] for h in whole.state.history]
+    assert again.state.step == whole.state.step and again.state.batch == 0

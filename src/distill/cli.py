@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from distill.errors import DistillError
+from distill.errors import DistillError, Interrupted
 
 
 def _recipe_args(p: argparse.ArgumentParser, out: bool = True) -> None:
@@ -66,8 +66,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"distill: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("distill: interrupted; rerun with --resume to continue from the last checkpoint", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        if args.debug:
+            raise
+        msg = (
+            str(e)
+            if isinstance(e, Interrupted)
+            else "interrupted; rerun with --resume to continue from the last checkpoint"
+        )
+        print(f"distill: {msg}", file=sys.stderr)
         return 130
 
 

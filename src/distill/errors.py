@@ -28,3 +28,11 @@ class DataError(DistillError):
 
 class CheckpointError(DistillError):
     """A checkpoint that is missing, corrupted, tampered with, or of another architecture."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during training, raised at a step boundary once a resumable checkpoint was written.
+
+    A ``KeyboardInterrupt`` (not a :class:`DistillError`), so every caller that stops on Ctrl-C still does; the
+    message says where training stopped and how to continue.
+    """

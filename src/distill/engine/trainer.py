@@ -3,7 +3,9 @@
 It backprops ``StepOutput.loss``, steps the optimizer and a per-step LR schedule, evaluates on the validation
 split every epoch, and writes a resumable checkpoint after each epoch (atomically; nothing pickled). Data order
 and augmentation depend only on (seed, epoch) — with a teacher cache, the replayed view is ``epoch mod K`` — so
-resuming from an epoch checkpoint reproduces an uninterrupted run exactly in deterministic mode.
+resuming from an epoch checkpoint reproduces an uninterrupted run exactly in deterministic mode. Ctrl-C (SIGINT)
+stops at the next step boundary with a mid-epoch checkpoint (the step position and the epoch's partial sums);
+resuming skips the batches of that epoch already done, which is exact for the same reason.
 
 Fast path: a :class:`~distill.engine.cache.TeacherCache` replaces the teacher's forward pass by stored logits;
 ``channels_last`` (student and teacher, or the teacher alone with ``teacher_channels_last``), autocast (``amp``),
@@ -17,9 +19,11 @@ from __future__ import annotations
 
 import math
 import random
+import signal
+import threading
 import time
 from collections.abc import Sequence
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +39,7 @@ from distill.distillers.base import Distiller, check_range
 from distill.engine import distributed as D
 from distill.engine.cache import TeacherCache
 from distill.engine.callbacks import Callback
-from distill.errors import ConfigError, DistillError
+from distill.errors import ConfigError, DistillError, Interrupted
 from distill.report.metrics import classification_metrics, predict
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -50,6 +54,7 @@ class TrainingDiverged(DistillError):
 class TrainState:
     epoch: int = 0  # completed epochs
     step: int = 0  # completed optimizer steps
+    batch: int = 0  # completed batches of the unfinished epoch (non-zero only in a Ctrl-C checkpoint)
     best_acc: float = -1.0
     best_epoch: int = 0
     stop: bool = False
@@ -167,6 +172,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
         self.state = TrainState()
         self._eval_teacher: Tensor | None = None
+        self._partial: dict[str, Any] | None = None  # the interrupted epoch's running sums, from a checkpoint
+        self._sigint = False
 
     # -- checkpoints -------------------------------------------------------------------------------------------
     @property
@@ -176,7 +183,8 @@ class Trainer:
     def _student_state(self) -> dict[str, Tensor]:
         return {k: v for k, v in self.model.state_dict().items() if not k.startswith("teacher.")}
 
-    def save_checkpoint(self) -> None:
+    def save_checkpoint(self, partial: dict[str, Any] | None = None) -> None:
+        """Write everything needed to resume; ``partial`` holds the running sums of an interrupted epoch."""
         if self.checkpoint_path is None or not self.dist.is_main:
             return
         rng = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": _np_state()}
@@ -193,6 +201,7 @@ class Trainer:
                 "state": asdict(self.state),
                 "rng": rng,
                 "cache": {"key": self.cache.key, "views": self.cache.num_views} if self.cache else None,
+                "partial": partial,
             },
         )
 
@@ -215,6 +224,7 @@ class Trainer:
         if ck.get("scaler"):
             self.scaler.load_state_dict(ck["scaler"])
         self.state = TrainState(**ck["state"])
+        self._partial = ck.get("partial")
         torch.set_rng_state(ck["rng"]["torch"])
         random.setstate(_as_tuple(ck["rng"]["python"]))
         _np_set_state(ck["rng"]["numpy"])
@@ -234,11 +244,14 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_fit_start(self)
         try:
-            while self.state.epoch < self.epochs and not self.state.stop:
-                record = self.train_epoch()
-                for cb in self.callbacks:
-                    cb.on_epoch_end(self, record)
-                self.save_checkpoint()
+            with self._deferred_sigint():
+                while self.state.epoch < self.epochs and not self.state.stop:
+                    record = self.train_epoch()
+                    for cb in self.callbacks:
+                        cb.on_epoch_end(self, record)
+                    self.save_checkpoint()
+                    if self._sigint:  # Ctrl-C during evaluation or the checkpoint: that checkpoint is the one
+                        self._interrupt(None, save=False)
         finally:
             for cb in self.callbacks:
                 cb.on_fit_end(self)
@@ -250,11 +263,15 @@ class Trainer:
         self.model.train()
         epoch = self.state.epoch
         self.model.set_epoch(epoch, self.epochs)
-        t0 = time.perf_counter()
-        sums: dict[str, Tensor] = {}
-        n_batches, correct, seen = 0, torch.zeros((), device=self.device), 0
+        skip, partial, self._partial = self.state.batch, self._partial or {}, None  # resumed after Ctrl-C
+        t0 = time.perf_counter() - partial.get("train_seconds", 0.0)
+        sums: dict[str, Tensor] = {k: v.to(self.device) for k, v in partial.get("sums", {}).items()}
+        n_batches, seen = partial.get("n_batches", 0), partial.get("seen", 0)
+        correct = partial["correct"].to(self.device) if "correct" in partial else torch.zeros((), device=self.device)
         autocast = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
         for i, batch in enumerate(self.data.train_batches(epoch, self.device, cache=self.cache)):
+            if i < skip:  # done before the interruption; the order is a function of (seed, epoch) alone
+                continue
             x = batch.x.contiguous(memory_format=self.memory_format)
             with autocast:
                 out = self.forward_model(x, batch.y, teacher_logits=batch.teacher_logits, index=batch.index)
@@ -277,8 +294,12 @@ class Trainer:
             if (i + 1) % self.check_every == 0:  # the only host syncs inside the epoch
                 logged = {k: float(v) / n_batches for k, v in sums.items()}
                 self._check_finite(logged["loss"], epoch, i)
+            self.state.batch = i + 1
             for cb in self.callbacks:
                 cb.on_step_end(self, logged)
+            if self._sigint:
+                running = {"n_batches": n_batches, "seen": seen, "correct": correct, "sums": sums}
+                self._interrupt({**running, "train_seconds": time.perf_counter() - t0})
         train, acc, seen = self._reduce(sums, n_batches, correct, seen)  # one host sync per epoch (all ranks)
         D.sync_buffers(self.model)  # every rank evaluates and saves rank 0's BatchNorm statistics
         self._check_finite(train.get("loss", 0.0), epoch, n_batches)
@@ -286,6 +307,7 @@ class Trainer:
         train_seconds = time.perf_counter() - t0
         val = self.evaluate(self.eval_split)
         self.state.epoch += 1
+        self.state.batch = 0
         if val["acc"] > self.state.best_acc:
             self.state.best_acc, self.state.best_epoch = val["acc"], self.state.epoch
             self._save_student("best.safetensors")
@@ -303,6 +325,50 @@ class Trainer:
             record["val"] = val
         self.state.history.append(record)
         return record
+
+    @contextmanager
+    def _deferred_sigint(self):
+        """While training, Ctrl-C asks to stop at the next step boundary; a second Ctrl-C stops at once.
+
+        Only in the main thread of a single process whose SIGINT handler is Python's default; under DDP (ranks
+        would stop at different steps) and elsewhere Ctrl-C interrupts as usual and the last epoch's checkpoint
+        is what a resume starts from.
+        """
+        self._sigint = False
+        previous = signal.getsignal(signal.SIGINT)
+        if self.dist.enabled or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        if previous is not signal.default_int_handler:
+            yield
+            return
+
+        def handler(signum: int, frame: Any) -> None:
+            if self._sigint:
+                raise KeyboardInterrupt
+            self._sigint = True
+
+        signal.signal(signal.SIGINT, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _interrupt(self, partial: dict[str, Any] | None, save: bool = True) -> None:
+        """Write a resumable checkpoint (mid-epoch when ``partial`` is given) and raise :class:`Interrupted`."""
+        if save:
+            self.save_checkpoint(partial)
+        spe = self.data.steps_per_epoch()
+        where = (
+            f"epoch {self.state.epoch + 1}/{self.epochs}, step {self.state.batch}/{spe}"
+            if self.state.batch
+            else f"after epoch {self.state.epoch}/{self.epochs}"
+        )
+        if self.checkpoint_path is None:
+            raise Interrupted(f"interrupted in {where}; no checkpoint was written (the trainer has no out_dir)")
+        raise Interrupted(
+            f"interrupted in {where}; checkpoint saved to {self.checkpoint_path}; rerun with --resume to continue"
+        )
 
     def _reduce(
         self, sums: dict[str, Tensor], n_batches: int, correct: Tensor, seen: int
