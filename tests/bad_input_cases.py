@@ -3,7 +3,8 @@
 Used by tests/test_bad_inputs.py and by scripts/bad_inputs_doc.py, which writes docs/bad-inputs.md.
 Placeholders: {tmp} a fresh directory, {recipe} configs/smoke.yaml, {teacher} a trained model directory,
 {signed} a signed copy of it, {pub} the signer's public key, {evil} a .pt file with a code-running pickle,
-{garbage} a directory of malformed IDX files, {empty} an empty directory, {run} a finished run directory.
+{garbage} a directory of malformed IDX files, {empty} an empty directory, {run} a finished run directory,
+{key} the signer's private key ({keyprefix} without its suffix), {textrecipe} configs/text.yaml.
 """
 
 SYN = [
@@ -205,6 +206,55 @@ CASES = [
         "is not a model directory",
     ),
     ("info-not-run", "info on a directory that is not a run", ["info", "{empty}"], "has no report.json"),
+    (
+        "out-exists-compress",
+        "compress --out into an existing directory",
+        ["compress", "--model", "{teacher}", "--out", "{run}"],
+        "already exists.*--overwrite",
+    ),
+    (
+        "out-exists-born-again",
+        "born-again --out into an existing directory",
+        ["born-again", "{recipe}", "--teacher", "{teacher}", "--out", "{run}", *SYN],
+        "already exists.*--overwrite",
+    ),
+    (
+        "out-exists-text",
+        "text --out into an existing directory",
+        ["text", "{textrecipe}", "--out", "{run}"],
+        "already exists.*--overwrite",
+    ),
+    (
+        "out-exists-report",
+        "report --out onto an existing file",
+        ["report", "{run}", "--out", "{run}/report.html"],
+        "already exists.*--overwrite",
+    ),
+    (
+        "out-exists-fetch",
+        "models fetch --out into an existing directory",
+        ["models", "fetch", "student", "--version", "1", "--out", "{run}"],
+        "already exists.*--overwrite",
+    ),
+    (
+        "sweep-out-not-sweep",
+        "sweep --out into a directory that is not a sweep",
+        ["sweep", "{recipe}", "--out", "{teacher}"],
+        "is not a sweep directory",
+    ),
+    (
+        "resume-not-a-run",
+        "--resume into a directory that is not a run",
+        ["run", "{recipe}", "--out", "{teacher}", *SYN, "--resume"],
+        "is not a run directory",
+    ),
+    ("keygen-exists", "keygen onto an existing key", ["keygen", "--out", "{keyprefix}"], "refusing to overwrite a key"),
+    (
+        "sign-already-signed",
+        "sign a model that already carries a signature",
+        ["sign", "{signed}", "--key", "{key}"],
+        "already signed.*--overwrite",
+    ),
     (
         "verify-unsigned",
         "verify a model that was never signed",

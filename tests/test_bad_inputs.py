@@ -93,6 +93,9 @@ def fixtures(tmp_path_factory):
         "evil": str(evil),
         "garbage": str(garbage),
         "empty": str(base / "empty"),
+        "key": str(base / "k.key"),
+        "keyprefix": str(base / "k"),
+        "textrecipe": str(ROOT / "configs/text.yaml"),
     }
 
 

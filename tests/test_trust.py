@@ -91,7 +91,10 @@ def test_keys_are_never_overwritten(tmp_path):
 def test_cli_keygen_sign_verify(signed, tmp_path, capsys):
     d, _, _ = signed
     assert main(["keygen", "--out", str(tmp_path / "cli")]) == 0
-    assert main(["sign", str(d), "--key", str(tmp_path / "cli.key")]) == 0
+    before = (d / "signature.json").read_bytes()
+    assert main(["sign", str(d), "--key", str(tmp_path / "cli.key")]) == 2  # already signed: not replaced silently
+    assert "--overwrite" in capsys.readouterr().err and (d / "signature.json").read_bytes() == before
+    assert main(["sign", str(d), "--key", str(tmp_path / "cli.key"), "--overwrite"]) == 0
     assert main(["verify", str(d), "--key", str(tmp_path / "cli.pub")]) == 0
     assert "signature valid" in capsys.readouterr().out
     flip(d / "model.safetensors", -3)

@@ -155,7 +155,12 @@ def prepare_out_dir(out: Path, overwrite: bool, resume: bool, cfg: C.Config) -> 
     saved = out / "config.yaml"
     if out.exists() and any(out.iterdir()):
         if resume:
-            if saved.exists() and _recipe_identity(saved.read_text()) != _recipe_identity(C.dump_yaml(cfg)):
+            if not saved.exists():  # not a run directory: resuming would mix a run into someone's files
+                raise DistillError(
+                    f"{out} is not a run directory (no config.yaml) and is not empty; nothing to resume there, "
+                    "choose another --out (or --overwrite to replace it)"
+                )
+            if _recipe_identity(saved.read_text()) != _recipe_identity(C.dump_yaml(cfg)):
                 raise ConfigError(
                     f"{out} was made with a different recipe; resume it with the same one, or choose another --out"
                 )

@@ -314,6 +314,11 @@ def sweep(
     name = Path(recipe).stem if isinstance(recipe, (str, Path)) else "recipe"
     cfg = api.as_config(recipe, [*overrides, "methods=[]"])
     out = Path(out) if out else Path("runs") / f"sweep-{name}"
+    if out.exists() and any(out.iterdir()) and not _is_sweep_dir(out):
+        raise ConfigError(
+            f"{out} is not empty and is not a sweep directory; a sweep resumes only its own directory "
+            "(there is no --overwrite): choose another --out"
+        )
     out.mkdir(parents=True, exist_ok=True)
     saved = out / "config.yaml"
     if saved.exists() and saved.read_text() != C.dump_yaml(cfg):
@@ -365,6 +370,18 @@ def sweep(
         write_html([out], out / "report.html")
     result["out"] = str(out)
     return result
+
+
+_SWEEP_NAMES = {"config.yaml", "study.db", "sweep.json", "trials", "teacher", "teacher_cache", "report.html",
+                "auto_student", "mlflow.db", "mlartifacts"}  # fmt: skip
+
+
+def _is_sweep_dir(out: Path) -> bool:
+    """A directory a sweep wrote: its recipe, and nothing a sweep does not write (a run's report.json ...)."""
+    names = {p.name for p in out.iterdir()}
+    return "config.yaml" in names and all(
+        n in _SWEEP_NAMES or n.startswith((".", "study.db", "mlflow.db")) for n in names
+    )
 
 
 def _trial_line(t: Any) -> str:

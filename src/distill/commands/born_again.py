@@ -23,9 +23,13 @@ def _run(args: argparse.Namespace) -> int:
     from distill import api
     from distill.born_again import born_again
     from distill.config import dump_yaml
-    from distill.errors import ConfigError
+    from distill.errors import ConfigError, DistillError
     from distill.models.zoo import create_model
 
+    if args.out.exists() and any(args.out.iterdir()) and not args.overwrite:
+        raise DistillError(
+            f"{args.out} already exists and is not empty; pass --overwrite to replace it, or choose another --out"
+        )
     cfg = api.as_config(args.recipe, args.overrides)
     api.seed_everything(cfg.seed, cfg.deterministic)
     data, dm = api.load_data(cfg)

@@ -30,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="run directories (report.json) or sweeps")
     p.add_argument("--out", type=Path, help="the HTML file (default: RUN/report.html for one RUN, else report.html)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(handler=report)
     for name in ("run", "train", "distill"):
         parser = sub.choices.get(name)
@@ -46,9 +47,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def report(args: argparse.Namespace) -> int:
+    from distill.errors import DistillError
     from distill.report.html import write_html
 
     out = args.out or (args.runs[0] / "report.html" if len(args.runs) == 1 else Path("report.html"))
+    own = args.out is None and len(args.runs) == 1  # a run's own report.html is re-rendered in place
+    if out.exists() and not (own or args.overwrite):
+        raise DistillError(f"{out} already exists; pass --overwrite to replace it, or choose another --out")
     path = write_html(args.runs, out)
     print(f"report: {path}", file=sys.stdout)
     return 0

@@ -11,6 +11,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("recipe", type=Path, help="a text recipe, e.g. configs/text.yaml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--out", type=Path, help="where report.json goes (default: runs/text-<time>)")
+    p.add_argument("--overwrite", action="store_true", help="write into an existing, non-empty --out")
     p.set_defaults(handler=run)
 
 
@@ -18,9 +19,15 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from distill.config import apply_override, parse_override, read_yaml
+    from distill.errors import DistillError
     from distill.text.pipeline import TextRecipe
     from distill.text.pipeline import run as run_text
 
+    if args.out is not None and args.out.exists() and any(args.out.iterdir()) and not args.overwrite:
+        raise DistillError(
+            f"{args.out} already exists and is not empty; pass --overwrite to replace its report, "
+            "or choose another --out"
+        )
     raw = read_yaml(args.recipe)
     for text in args.overrides:
         apply_override(raw, *parse_override(text))

@@ -13,6 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sign", help="sign a model directory")
     p.add_argument("model_dir", type=Path)
     p.add_argument("--key", type=Path, required=True, help="private key (PEM)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing signature.json")
     p.set_defaults(handler=_sign)
     p = sub.add_parser("verify", help="verify a model directory's signature and file hashes")
     p.add_argument("model_dir", type=Path)
@@ -32,8 +33,13 @@ def _keygen(args: argparse.Namespace) -> int:
 
 
 def _sign(args: argparse.Namespace) -> int:
-    from distill.trust import sign_model
+    from distill.errors import DistillError
+    from distill.trust import SIGNATURE, sign_model
 
+    if (args.model_dir / SIGNATURE).exists() and not args.overwrite:
+        raise DistillError(
+            f"{args.model_dir} is already signed ({SIGNATURE}); pass --overwrite to replace the signature"
+        )
     print(f"signed: {sign_model(args.model_dir, args.key)}")
     return 0
 
