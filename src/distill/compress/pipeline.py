@@ -28,6 +28,7 @@ from distill.compress import prune as P
 from distill.compress import quantize as Q
 from distill.engine.trainer import OptimSettings
 from distill.errors import CheckpointError, ConfigError, DistillError
+from distill.report.markdown import format_cell as _fmt
 
 
 @dataclass
@@ -158,6 +159,8 @@ def compress(
     from distill import api
 
     cfg = recipe if isinstance(recipe, CompressConfig) else load_recipe(recipe, overrides)
+    if out is not None and not overwrite and Path(out).exists() and any(Path(out).iterdir()):
+        _prepare_out(Path(out), overwrite)  # refuses now, before minutes of loading
     t_start = time.perf_counter()
     check_settings(cfg)
     model, spec = load_input(model_dir)
@@ -423,17 +426,6 @@ COLUMNS = [
     ("params", "params", "{:,}"),
     ("size_bytes", "size (KB)", "size"),
 ]
-
-
-def _fmt(value: Any, fmt: str) -> str:
-    if value is None:
-        return "—"
-    if fmt == "size":
-        return f"{value / 1024:,.1f}"
-    try:
-        return fmt.format(value)
-    except (ValueError, TypeError):
-        return str(value)
 
 
 def markdown(report: dict[str, Any]) -> str:

@@ -24,7 +24,8 @@ COLUMNS = [
 ]
 
 
-def _fmt(value: Any, fmt: str) -> str:
+def format_cell(value: Any, fmt: str) -> str:
+    """One table cell: ``fmt`` is a format string, or ``size`` for bytes shown in KB; None shows as a dash."""
     if value is None:
         return "—"
     if fmt == "size":
@@ -38,7 +39,7 @@ def _fmt(value: Any, fmt: str) -> str:
 def table_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     entries = [report["teacher"], *report["students"]]
     cols = [c for c in COLUMNS if any(c[0] in e for e in entries)]
-    return [c[1] for c in cols], [[_fmt(e.get(k), f) for k, _, f in cols] for e in entries]
+    return [c[1] for c in cols], [[format_cell(e.get(k), f) for k, _, f in cols] for e in entries]
 
 
 def markdown(report: dict[str, Any]) -> str:
