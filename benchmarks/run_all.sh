@@ -20,7 +20,7 @@ for b in "${which[@]}"; do
     speed) $PY benchmarks/speed.py --train-subset 20000 ;;
     compress) $PY benchmarks/compress.py ;;
     classical) $PY benchmarks/classical.py ;;
-    methods) $PY benchmarks/methods.py --budget-minutes 45 ;;
+    methods) $PY benchmarks/methods.py --train-subset 8000 --budget-minutes 40 --force ;;
     text) $PY benchmarks/text.py ;;
     *) echo "unknown benchmark $b" >&2; exit 2 ;;
   esac
