@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
+import sys
 
 import pytest
 import torch
@@ -140,8 +140,8 @@ def test_torchvision_errors() -> None:
         create_model("torchvision:resnet18", no_such_argument=1)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("timm") is not None, reason="timm is installed")
-def test_timm_missing() -> None:
+def test_timm_missing(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "timm", None)  # `import timm` now fails as if it were not installed
     with pytest.raises(DistillError, match=r"pip install 'distill\[timm\]'"):
         create_model("timm:resnet18")
 
