@@ -282,7 +282,8 @@ def section_cost(runs: list[Run]) -> str:
     bench = (runs[0].report.get("config") or {}).get("bench", {}) if runs else {}
     threads = bench.get("threads")
     return table(["model", "architecture", *map(head, keys)], rows) + (
-        f'<p class="note">Latency: median CPU forward time in eval mode over {e(bench.get("repeats", "?"))} repeats'
+        f'<p class="note">Latency: median CPU forward time in eval mode over at least '
+        f"{e(bench.get('repeats', '?'))} passes and 0.3 s"
         f"{f', {threads} threads' if threads else ''}; size: the safetensors file on disk.</p>"
     )
 
