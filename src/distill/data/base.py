@@ -62,22 +62,32 @@ class ImageData:
 
     def fingerprint(self) -> str:
         """sha256 over every image and label: identifies the exact data a model saw (cache keys, manifests)."""
-        h = hashlib.sha256(self.name.encode())
-        for t in (self.x_train, self.y_train, self.x_test, self.y_test):
-            h.update(str(tuple(t.shape)).encode())
-            h.update(t.contiguous().numpy().tobytes())
-        return h.hexdigest()
+        return fingerprint_splits(self)
 
     def subset(self, n_train: int | None = None, n_test: int | None = None, seed: int = 0) -> ImageData:
         """A seeded random slice (for smoke runs and tests); each split's slice depends only on its own size."""
-        out = self
-        if n_train is not None and n_train < len(self.x_train):
-            idx = torch.randperm(len(self.x_train), generator=torch.Generator().manual_seed(seed))[:n_train]
-            out = replace(out, x_train=self.x_train[idx], y_train=self.y_train[idx])
-        if n_test is not None and n_test < len(self.x_test):
-            idx = torch.randperm(len(self.x_test), generator=torch.Generator().manual_seed(seed + 1))[:n_test]
-            out = replace(out, x_test=self.x_test[idx], y_test=self.y_test[idx])
-        return out
+        return subset_splits(self, n_train, n_test, seed)
+
+
+def fingerprint_splits(data: Any) -> str:
+    """sha256 over the name and every tensor of a dataset's train/test splits (images or table rows alike)."""
+    h = hashlib.sha256(data.name.encode())
+    for t in (data.x_train, data.y_train, data.x_test, data.y_test):
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def subset_splits(data: Any, n_train: int | None, n_test: int | None, seed: int) -> Any:
+    """A copy of a dataclass dataset with seeded random slices of its train and test splits."""
+    out = data
+    if n_train is not None and n_train < len(data.x_train):
+        idx = torch.randperm(len(data.x_train), generator=torch.Generator().manual_seed(seed))[:n_train]
+        out = replace(out, x_train=data.x_train[idx], y_train=data.y_train[idx])
+    if n_test is not None and n_test < len(data.x_test):
+        idx = torch.randperm(len(data.x_test), generator=torch.Generator().manual_seed(seed + 1))[:n_test]
+        out = replace(out, x_test=data.x_test[idx], y_test=data.y_test[idx])
+    return out
 
 
 DatasetLoader = Callable[..., ImageData]

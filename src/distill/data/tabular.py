@@ -13,7 +13,6 @@ Classical students take ``data.x_train.numpy()`` directly.
 from __future__ import annotations
 
 import csv
-import hashlib
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -25,7 +24,7 @@ import torch
 from torch import Tensor
 
 from distill.data.augment import AugmentSpec
-from distill.data.base import register_dataset
+from distill.data.base import fingerprint_splits, register_dataset, subset_splits
 from distill.data.module import Batch, DataModule
 from distill.data.vision import stratified_split
 from distill.errors import ConfigError, DataError
@@ -85,21 +84,10 @@ class TabularData:
         return (1.0,) * self.in_channels
 
     def fingerprint(self) -> str:
-        h = hashlib.sha256(self.name.encode())
-        for t in (self.x_train, self.y_train, self.x_test, self.y_test):
-            h.update(str(tuple(t.shape)).encode())
-            h.update(t.contiguous().numpy().tobytes())
-        return h.hexdigest()
+        return fingerprint_splits(self)
 
     def subset(self, n_train: int | None = None, n_test: int | None = None, seed: int = 0) -> TabularData:
-        out = self
-        if n_train is not None and n_train < len(self.x_train):
-            idx = torch.randperm(len(self.x_train), generator=torch.Generator().manual_seed(seed))[:n_train]
-            out = replace(out, x_train=self.x_train[idx], y_train=self.y_train[idx])
-        if n_test is not None and n_test < len(self.x_test):
-            idx = torch.randperm(len(self.x_test), generator=torch.Generator().manual_seed(seed + 1))[:n_test]
-            out = replace(out, x_test=self.x_test[idx], y_test=self.y_test[idx])
-        return out
+        return subset_splits(self, n_train, n_test, seed)
 
     def datamodule(
         self, batch_size: int = 64, val_size: int | float = 0.1, seed: int = 0, **kw: Any
