@@ -129,6 +129,21 @@ def save_model(directory: Path, model: nn.Module, spec: dict[str, Any]) -> Path:
     return weights
 
 
+def read_model_spec(directory: str | Path) -> dict[str, Any]:
+    """``model.json`` of a model directory, after checking the weights against the sha256 it records."""
+    directory = Path(directory)
+    spec_path, weights = directory / "model.json", directory / "model.safetensors"
+    if not spec_path.is_file() or not weights.is_file():
+        raise CheckpointError(f"{directory} is not a model directory (expected model.json and model.safetensors)")
+    try:
+        spec = json.loads(spec_path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{spec_path} is not valid JSON ({e})") from e
+    if spec.get("sha256") and spec["sha256"] != sha256_file(weights):
+        raise CheckpointError(f"{weights} does not match the sha256 in {spec_path}: the file was changed or corrupted")
+    return spec
+
+
 def load_model(
     directory: Path,
     device: str | torch.device = "cpu",
@@ -146,15 +161,8 @@ def load_model(
         from distill.trust import verify_model
 
         verify_model(directory, public_key)
-    spec_path, weights = directory / "model.json", directory / "model.safetensors"
-    if not spec_path.is_file() or not weights.is_file():
-        raise CheckpointError(f"{directory} is not a model directory (expected model.json and model.safetensors)")
-    try:
-        spec = json.loads(spec_path.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{spec_path} is not valid JSON ({e})") from e
-    if spec.get("sha256") and spec["sha256"] != sha256_file(weights):
-        raise CheckpointError(f"{weights} does not match the sha256 in {spec_path}: the file was changed or corrupted")
+    spec = read_model_spec(directory)
+    weights = directory / "model.safetensors"
     if "quantization" in spec:  # int8: re-created from the stored float weights and calibration statistics
         from distill.compress.quantize import load_quantized
 

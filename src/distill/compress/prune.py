@@ -14,7 +14,6 @@ creating the base model and swapping in layers of the recorded shapes — withou
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import prune as tprune
 
-from distill.artifacts import load_weights, save_model, sha256_file
+from distill.artifacts import load_weights, read_model_spec, save_model
 from distill.errors import CheckpointError, ConfigError, DistillError, UnknownNameError
 from distill.models.adapters import tap_names
 from distill.registry import suggest
@@ -451,17 +450,7 @@ def save_pruned(directory: str | Path, model: nn.Module, spec: dict[str, Any]) -
 
 def read_spec(directory: str | Path) -> dict[str, Any]:
     """``model.json`` of a model directory, its weights checked against the recorded sha256."""
-    directory = Path(directory)
-    spec_path, weights = directory / "model.json", directory / "model.safetensors"
-    if not spec_path.is_file() or not weights.is_file():
-        raise CheckpointError(f"{directory} is not a model directory (expected model.json and model.safetensors)")
-    try:
-        spec = json.loads(spec_path.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{spec_path} is not valid JSON ({e})") from e
-    if spec.get("sha256") and spec["sha256"] != sha256_file(weights):
-        raise CheckpointError(f"{weights} does not match the sha256 in {spec_path}: the file was changed or corrupted")
-    return spec
+    return read_model_spec(directory)
 
 
 def load_pruned(directory: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
