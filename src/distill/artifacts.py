@@ -167,6 +167,12 @@ def load_model(
         from distill.compress.quantize import load_quantized
 
         return load_quantized(directory)[0], spec
+    if spec.get("task") == "text":  # transformers / TextCNN / BiLSTM, rebuilt from the recorded configuration
+        from distill.text.saving import text_model_from_spec
+
+        model = text_model_from_spec(spec)
+        load_weights(model, weights, what=f"text model {spec.get('model')} ({directory})")
+        return model.to(device), spec
     model = create_model(
         spec["model"], num_classes=spec["num_classes"], in_channels=spec["in_channels"], **spec.get("kwargs", {})
     )

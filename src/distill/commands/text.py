@@ -10,7 +10,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("text", help="distil a text classifier (e.g. MiniLM) into smaller students")
     p.add_argument("recipe", type=Path, help="a text recipe, e.g. configs/text.yaml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--out", type=Path, help="where report.json goes (default: runs/text-<time>)")
+    p.add_argument("--out", type=Path, help="the run directory (default: runs/text-<time>)")
     p.add_argument("--overwrite", action="store_true", help="write into an existing, non-empty --out")
     p.set_defaults(handler=run)
 
@@ -20,6 +20,7 @@ def run(args: argparse.Namespace) -> int:
 
     from distill.config import apply_override, parse_override, read_yaml
     from distill.errors import DistillError
+    from distill.report.markdown import print_table
     from distill.text.pipeline import TextRecipe
     from distill.text.pipeline import run as run_text
 
@@ -33,8 +34,6 @@ def run(args: argparse.Namespace) -> int:
         apply_override(raw, *parse_override(text))
     out = args.out or Path("runs") / f"text-{time.strftime('%Y%m%d-%H%M%S')}"
     report = run_text(TextRecipe.from_dict(raw), out)
-    for r in report["rows"]:
-        speed = f"  ×{r['speedup_b1']:.1f} (b1)" if "speedup_b1" in r else ""
-        print(f"{r['name']:<24} acc {r['acc']:.4f}  params {r['params']:>10,}{speed}")
-    print(f"report: {out / 'report.json'}")
+    print_table(report)
+    print(f"run directory: {out} (report.html, report.json, models under teacher/ and students/)")
     return 0

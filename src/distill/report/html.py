@@ -266,7 +266,7 @@ def section_accuracy(runs: list[Run]) -> str:
     return (
         metrics_table(runs, keys)
         + '<p class="note">Gap recovered: (student − scratch) / (teacher − scratch) on test accuracy; '
-        "agreement: share of test images where the student predicts the teacher's class.</p>"
+        "agreement: share of test samples where the student predicts the teacher's class.</p>"
     )
 
 
@@ -366,7 +366,7 @@ def section_per_class(runs: list[Run]) -> str:
             + [cell("accuracy", float(a[k])) for a in accs.values()]
             for k, c in enumerate(r.classes)
         ]
-        tbl = table(["class", "test images", *accs], rows, "compact") if len(r.classes) <= 30 else ""
+        tbl = table(["class", "test samples", *accs], rows, "compact") if len(r.classes) <= 30 else ""
         return img(plots.per_class_accuracy(r.classes, accs), "per-class accuracy") + tbl
 
     return _per_run(runs, body)
@@ -410,7 +410,7 @@ def section_calibration(runs: list[Run]) -> str:
 
     return (
         tbl + '<p class="note">ECE: the gap between confidence and accuracy over 15 equal-width confidence bins, '
-        "weighted by the share of test images in each bin (0 is perfectly calibrated).</p>" + _per_run(runs, body)
+        "weighted by the share of test samples in each bin (0 is perfectly calibrated).</p>" + _per_run(runs, body)
     )
 
 
@@ -551,7 +551,7 @@ def _subtitle(runs: list[Run], sweeps: list[Sweep]) -> str:
     for r in runs:
         ds = r.report["dataset"]
         bits.append(
-            f"{r.name}: {ds['train']:,} training / {ds['test']:,} test images, {ds['classes']} classes, "
+            f"{r.name}: {ds['train']:,} training / {ds['test']:,} test samples, {ds['classes']} classes, "
             f"{len(r.models) - 1} student(s), {r.report.get('seconds', 0):.0f} s, {r.report.get('date', '')}"
         )
     bits += [f"sweep {s.name}: {len(s.data.get('trials', []))} trials" for s in sweeps]

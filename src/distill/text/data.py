@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bz2
 import csv
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -330,7 +331,9 @@ class TextDataModule:
     """Train/val/test texts tokenised once, yielding padded :class:`TextBatch` es with the DataModule interface.
 
     The validation split is carved from the training texts by group (movie) when groups are known, else by a
-    seeded permutation. ``unlabeled=True`` adds ``data.unlabeled`` to the training batches with label ``-1``.
+    seeded permutation. ``unlabeled=True`` adds ``data.unlabeled`` to the training batches with label ``-1``;
+    ``augment`` (a :class:`~distill.text.augment.TransferAugment`) adds a transfer set made from the training texts
+    (never from val or test), also with label ``-1``: the teacher labels it, the student learns from its soft targets.
     """
 
     def __init__(
@@ -346,6 +349,7 @@ class TextDataModule:
         unlabeled: bool = False,
         cache_dir: str | Path | None = None,
         pad_id: int | None = None,
+        augment: Any = None,
     ) -> None:
         if batch_size < 1 or max_length < 2:
             raise DataError(f"batch_size must be >= 1 and max_length >= 2, got {batch_size} and {max_length}")
@@ -366,9 +370,16 @@ class TextDataModule:
             "test": list(data.test_texts),
         }
         self.labels = {"train": data.y_train[train_idx], "val": data.y_train[val_idx], "test": data.y_test}
-        if unlabeled and data.unlabeled:
-            self.texts["train"] += list(data.unlabeled)
-            self.labels["train"] = torch.cat([self.labels["train"], torch.full((len(data.unlabeled),), -1)])
+        extra = list(data.unlabeled) if unlabeled else []
+        if augment is not None:
+            mask = getattr(tokenizer, "mask_token", None)
+            if mask and mask != augment.mask_token:
+                augment = dataclasses.replace(augment, mask_token=mask)
+            extra += augment(self.texts["train"])
+        self.augment = augment
+        if extra:
+            self.texts["train"] += extra
+            self.labels["train"] = torch.cat([self.labels["train"], torch.full((len(extra),), -1)])
         self.ids = {k: tokenize_cached(tokenizer, v, max_length, cache_dir) for k, v in self.texts.items()}
 
     @property
@@ -410,13 +421,20 @@ class TextDataModule:
             t = cache.logits_for(epoch, idx).to(device) if cache is not None else None
             yield TextBatch(x.to(device), y[idx].to(device), idx, t)
 
-    def eval_batches(self, split: str, device: torch.device | str = "cpu") -> Iterator[TextBatch]:
-        """Batches of ``split`` in order (``index`` gives the positions)."""
+    def eval_batches(
+        self, split: str, device: torch.device | str = "cpu", by_length: bool = False
+    ) -> Iterator[TextBatch]:
+        """Batches of ``split`` in order (``index`` gives the positions); ``by_length``: shortest texts first, so
+        each batch pads little (the caller puts the outputs back in place by ``index``)."""
         self.split(split)
         ids, y = self.ids[split], self.labels[split]
+        order = torch.arange(len(ids))
+        if by_length:
+            order = torch.argsort(torch.tensor([len(s) for s in ids]), stable=True)
         for start in range(0, len(ids), self.eval_batch_size):
-            idx = torch.arange(start, min(start + self.eval_batch_size, len(ids)))
-            yield TextBatch(pad_batch(ids[start : start + len(idx)], self.pad_id).to(device), y[idx].to(device), idx)
+            idx = order[start : start + self.eval_batch_size]
+            x = pad_batch([ids[i] for i in idx.tolist()], self.pad_id)
+            yield TextBatch(x.to(device), y[idx].to(device), idx)
 
     def split(self, name: str) -> tuple[list[str], Tensor]:
         if name not in self.texts:

@@ -192,6 +192,10 @@ class TextCNN(_TokenModel):
         pad_id: int = 0,
     ) -> None:
         super().__init__()
+        self.init_kwargs = {  # what saving needs to rebuild it
+            "vocab_size": vocab_size, "num_classes": num_classes, "embed_dim": embed_dim, "channels": channels,
+            "widths": list(widths), "dropout": dropout, "pad_id": pad_id,
+        }  # fmt: skip
         self.pad_id = pad_id
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
         self.convs = nn.ModuleList(nn.Conv1d(embed_dim, channels, w, padding=w - 1) for w in widths)
@@ -222,6 +226,10 @@ class BiLSTMClassifier(_TokenModel):
         pad_id: int = 0,
     ) -> None:
         super().__init__()
+        self.init_kwargs = {  # what saving needs to rebuild it
+            "vocab_size": vocab_size, "num_classes": num_classes, "embed_dim": embed_dim, "hidden": hidden,
+            "dropout": dropout, "pad_id": pad_id,
+        }  # fmt: skip
         self.pad_id = pad_id
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
         self.lstm = nn.LSTM(embed_dim, hidden, batch_first=True, bidirectional=True)

@@ -10,20 +10,24 @@ import hashlib
 import json
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
-from torch import nn
+from torch import Tensor, nn
 
+from distill.artifacts import atomic_write
+from distill.engine.cache import hash_tensors, model_hash
 from distill.engine.trainer import OptimSettings, Trainer
 from distill.errors import ConfigError
 from distill.report.bench import count_params, torch_threads
 from distill.report.metrics import classification_metrics, predict
+from distill.text.augment import TransferAugment
 from distill.text.data import TextData, TextDataModule, load_text_files, rotten_tomatoes
-from distill.text.distillers import build_text_distiller
+from distill.text.distillers import TEXT_DISTILLERS, build_text_distiller
 from distill.text.models import (
     BiLSTMClassifier,
     HFClassifier,
@@ -52,6 +56,7 @@ class TextRecipe:
     train: dict[str, Any] = field(default_factory=lambda: {"epochs": 2, "optimizer": "adamw", "lr": 1e-4})
     cache_dir: str = "benchmarks/cache"
     threads: int | None = None
+    transfer: dict[str, Any] = field(default_factory=dict)  # TransferAugment settings for students with transfer
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> TextRecipe:
@@ -77,7 +82,7 @@ def teacher_dir(spec: dict[str, Any]) -> Path:
 
 
 def get_teacher(
-    recipe: TextRecipe, dm: TextDataModule, data: TextData, log: Any = print
+    recipe: TextRecipe, dm: TextDataModule, data: TextData, log: Any = print, logger: Any = None
 ) -> tuple[HFClassifier, dict[str, Any]]:
     """The teacher: a fine-tuned classifier from the cache, or fine-tuned now (``teacher.finetune: true``)."""
     path = teacher_dir(recipe.teacher)
@@ -96,12 +101,62 @@ def get_teacher(
         return teacher, {"source": str(cached), "train_seconds": 0.0, "cached": True}
     torch.manual_seed(recipe.seed)
     t0 = time.perf_counter()
-    state = fit(teacher, None, "text_ce", {}, dm, recipe.teacher_train)
+    state = fit(teacher, None, "text_ce", {}, dm, recipe.teacher_train, callbacks=[logger] if logger else [])
     cached.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in teacher.state_dict().items()}, str(cached))
     info = {"source": str(cached), "train_seconds": time.perf_counter() - t0, "best_val_acc": state.best_acc}
     log(f"teacher: fine-tuned in {info['train_seconds']:.0f} s, saved to {cached}")
     return teacher, info
+
+
+@torch.no_grad()
+def predict_split(model: nn.Module, dm: TextDataModule, split: str, device: torch.device | str = "cpu") -> Tensor:
+    """Logits ``(N, K)`` (float32, CPU) of ``model`` on every text of ``split``, in the split's order.
+
+    Batches are formed shortest-first (little padding, so a fraction of the work of batches in data order); the
+    outputs are put back in place by each batch's ``index``.
+    """
+    was = model.training
+    model.eval()
+    parts, where = [], []
+    for b in dm.eval_batches(split, device, by_length=True):
+        parts.append(model(b.x).float().cpu())
+        where.append(b.index)
+    model.train(was)
+    logits = torch.cat(parts)
+    out = torch.empty_like(logits)
+    out[torch.cat(where)] = logits
+    return out
+
+
+def teacher_logits(
+    teacher: nn.Module, dm: TextDataModule, split: str = "train", cache_dir: str | Path | None = None
+) -> Tensor:
+    """The teacher's logits on ``split`` (a transfer set included), computed once.
+
+    With ``cache_dir`` they are kept as safetensors under ``text_logits/``, keyed by the teacher's weights and the
+    split's token ids: other weights, texts, tokenizer or ``max_length`` give another key, so a stale file is never
+    read; an unreadable or mis-sized one is recomputed.
+    """
+    if cache_dir is None:
+        return predict_split(teacher, dm, split)
+    ids = dm.ids[split]
+    lengths = torch.tensor([len(s) for s in ids])
+    flat = torch.tensor([i for s in ids for i in s], dtype=torch.int64)
+    key = hashlib.sha256(
+        (model_hash(teacher) + hash_tensors([("ids", flat), ("lengths", lengths)])).encode()
+    ).hexdigest()[:16]
+    path = Path(cache_dir) / "text_logits" / f"logits-{key}.safetensors"
+    if path.is_file():
+        try:
+            logits = load_file(str(path))["logits"]
+            if logits.shape[0] == len(ids):
+                return logits
+        except Exception:  # a truncated or foreign file: compute again
+            pass
+    logits = predict_split(teacher, dm, split)
+    atomic_write(path, lambda tmp: save_file({"logits": logits.contiguous()}, tmp))
+    return logits
 
 
 def fit(
@@ -112,11 +167,12 @@ def fit(
     dm: TextDataModule,
     optim: dict[str, Any],
     teacher_logits: torch.Tensor | None = None,
+    callbacks: Sequence[Any] = (),
 ) -> Any:
     d = build_text_distiller(method, student, teacher, **params)
     if teacher_logits is not None and not getattr(d, "teacher_features", False):
         d.set_teacher_logits(teacher_logits)
-    state = Trainer(d, dm, OptimSettings(**optim)).fit()
+    state = Trainer(d, dm, OptimSettings(**optim), callbacks=callbacks).fit()
     d.close()
     return state
 
@@ -143,7 +199,8 @@ def text_latency_ms(
     """Median CPU milliseconds of one forward of a ``batch_size × seq_len`` batch of token ids."""
     model = model.eval().cpu()
     g = torch.Generator().manual_seed(0)
-    ids = torch.randint(1000, vocab, (batch_size, seq_len), generator=g)
+    low = 1000 if vocab > 2000 else 1  # past BERT's special and unused ids when the vocabulary has them
+    ids = torch.randint(low, vocab, (batch_size, seq_len), generator=g)
     mask = torch.ones_like(ids)
     with torch_threads(threads or None):
         for _ in range(warmup):
@@ -162,44 +219,127 @@ def evaluate(model: nn.Module, dm: TextDataModule, split: str = "test", teacher_
 
 
 def run(recipe: TextRecipe, out: Path | None = None, log: Any = print) -> dict[str, Any]:
-    """Teacher, then every student of the recipe; returns (and writes to ``out/report.json``) the rows."""
+    """Teacher, then every student of the recipe; returns the report (the image runs' schema).
+
+    With ``out``, writes a run directory like an image run's: ``teacher/`` and ``students/<name>/`` (each
+    ``model.safetensors`` + ``model.json``, ``test_logits.safetensors``, ``metrics.jsonl`` when trained here),
+    ``tokenizer/``, ``report.json``, ``report.md``, ``report.html`` and ``manifest.json``.
+    """
+    from distill.artifacts import versions, write_manifest
+    from distill.engine.callbacks import MetricsLogger
+    from distill.report.html import save_predictions, write_html
+    from distill.report.markdown import write_reports
+    from distill.text.saving import save_text_model
+
+    t_start = time.perf_counter()
     torch.manual_seed(recipe.seed)
     data = load_data(recipe.data, recipe.seed)
     tok = load_tokenizer(teacher_dir(recipe.teacher))
     dm = TextDataModule(
         data, tok, recipe.batch_size, recipe.max_length, seed=recipe.seed, cache_dir=Path(recipe.cache_dir) / "tokens"
     )
-    teacher, t_info = get_teacher(recipe, dm, data, log)
-    t_test, y_test = predict(teacher, dm.eval_batches("test"))
+    names, augment = check_students(recipe)  # the whole recipe is checked before the first minute of training
+    t_log = MetricsLogger(out / "teacher" / "metrics.jsonl") if out else None
+    teacher, t_info = get_teacher(recipe, dm, data, log, t_log)
+    y_test = dm.split("test")[1]
+    t_test = predict_split(teacher, dm, "test")
     seq = round(dm.mean_length("test"))
     vocab = teacher.hf.get_input_embeddings().num_embeddings
     bench = {bs: text_latency_ms(teacher, seq, bs, vocab, threads=recipe.threads or 0) for bs in (1, 32)}
-    rows = [
-        {
-            "name": "teacher",
-            **classification_metrics(t_test, y_test),
-            "params": count_params(teacher),
-            **{f"latency_ms_b{k}": v for k, v in bench.items()},
-            **t_info,
-        }
-    ]
-    train_logits = predict(teacher, dm.eval_batches("train"))[0]
-    for s in recipe.students:
+    method = "fine-tuned" if recipe.teacher.get("finetune", True) else "loaded"
+    t_row = {"name": "teacher", "method": method, **classification_metrics(t_test, y_test)}
+    t_row.update(params=count_params(teacher), **{f"latency_ms_b{k}": v for k, v in bench.items()}, **t_info)
+    if out is not None:
+        tok.save_pretrained(str(out / "tokenizer"))
+        save_text_model(out / "teacher", teacher, data.classes, {"method": method, "source": str(t_info["source"])})
+        save_predictions(out / "teacher", t_test, y_test)
+    train_logits = teacher_logits(teacher, dm, "train", recipe.cache_dir)
+    dm_t, t_logits = None, None  # the data with a transfer set and the teacher's logits on it, made when needed
+    rows = []
+    for s, name in zip(recipe.students, names, strict=True):
+        if s.get("transfer") and dm_t is None:
+            dm_t = TextDataModule(
+                data, tok, recipe.batch_size, recipe.max_length, seed=recipe.seed,
+                cache_dir=Path(recipe.cache_dir) / "tokens", augment=augment,
+            )  # fmt: skip
+            t_logits = teacher_logits(teacher, dm_t, "train", recipe.cache_dir)
+            n_new = len(dm_t.ids["train"]) - len(dm.ids["train"])
+            log(f"transfer set: {n_new} augmented texts, labelled by the teacher")
+        s_dm, s_logits = (dm_t, t_logits) if s.get("transfer") else (dm, train_logits)
+        m_name, params = s.get("method", "text_kd"), s.get("params", {})
         torch.manual_seed(recipe.seed + 1)
         student = build_student(s["student"], teacher, data.num_classes)
         t0 = time.perf_counter()
-        fit(student, teacher, s.get("method", "text_kd"), s.get("params", {}), dm, recipe.train, train_logits)
-        row = {"name": s.get("name", s.get("method", "text_kd")), **evaluate(student, dm, "test", t_test)}
-        row["params"] = count_params(student)
+        logger = [MetricsLogger(out / "students" / name / "metrics.jsonl")] if out else []
+        state = fit(student, teacher, m_name, params, s_dm, recipe.train, s_logits, callbacks=logger)
+        logits = predict_split(student, dm, "test")
+        row = {"name": name, "method": m_name + ("+transfer" if s.get("transfer") else "")}
+        row.update(classification_metrics(logits, y_test, t_test), params=count_params(student))
+        row.update(best_val_acc=state.best_acc, epochs=state.epoch, train_seconds=time.perf_counter() - t0)
         for bs in (1, 32):
             row[f"latency_ms_b{bs}"] = text_latency_ms(student, seq, bs, vocab, threads=recipe.threads or 0)
             row[f"speedup_b{bs}"] = bench[bs] / row[f"latency_ms_b{bs}"]
-        row["accuracy_ratio"] = row["acc"] / rows[0]["acc"]
-        row["train_seconds"] = time.perf_counter() - t0
-        log(f"{row['name']}: acc {row['acc']:.4f} ({row['accuracy_ratio']:.1%}), ×{row['speedup_b1']:.1f} at b1")
+        row["accuracy_ratio"] = row["acc"] / t_row["acc"]
+        log(f"{name}: acc {row['acc']:.4f} ({row['accuracy_ratio']:.1%}), ×{row['speedup_b1']:.1f} at b1")
+        if out is not None:
+            extra = {"method": m_name, "params": params, "student": s["student"], "transfer": bool(s.get("transfer"))}
+            save_text_model(out / "students" / name, student, data.classes, extra)
+            save_predictions(out / "students" / name, logits, y_test)
         rows.append(row)
-    report = {"rows": rows, "sequence_length": seq, "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+    report = text_report(recipe, data, dm, t_row, rows, seq, time.perf_counter() - t_start, versions())
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+        write_reports(out, report)
+        write_html([out], out / "report.html")
+        write_manifest(out, {"kind": "text-run"})
     return report
+
+
+def check_students(recipe: TextRecipe) -> tuple[list[str], TransferAugment | None]:
+    """The students' names and the transfer-set settings (when a student asks for it); refuses a bad recipe."""
+    for s in recipe.students:
+        unknown = sorted(set(s) - {"name", "student", "method", "params", "transfer"})
+        if unknown or not isinstance(s.get("student"), dict):
+            raise ConfigError(
+                f"a student needs 'student: {{model: ...}}' and takes name, method, params, transfer; got {sorted(s)}"
+            )
+        kind = s["student"].get("model")
+        if kind not in ("layers", "cnn", "bilstm"):
+            raise ConfigError(f"unknown text student {kind!r}; expected 'layers', 'cnn' or 'bilstm'")
+        TEXT_DISTILLERS.get(s.get("method", "text_kd"))  # an unknown method lists the known ones
+    names = [s.get("name", s.get("method", "text_kd")) for s in recipe.students]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"student names must be unique, got {names}")
+    if not any(s.get("transfer") for s in recipe.students):
+        return names, None
+    return names, TransferAugment.from_dict({"seed": recipe.seed, **recipe.transfer})
+
+
+def text_report(
+    recipe: TextRecipe, data: TextData, dm: TextDataModule, teacher: dict, students: list[dict], seq: int,
+    seconds: float, versions: dict[str, str],
+) -> dict[str, Any]:  # fmt: skip
+    """The image runs' report schema (``accuracy`` per row, gap recovered against the first ``text_ce`` student)."""
+    from dataclasses import asdict
+
+    for r in (teacher, *students):
+        r["accuracy"] = r.pop("acc")
+    scratch = next((s for s in students if s["method"] == "text_ce"), None)
+    gap = teacher["accuracy"] - scratch["accuracy"] if scratch else 0.0
+    for s in students:
+        s["gap_recovered"] = (s["accuracy"] - scratch["accuracy"]) / gap if scratch and gap > 0 else None
+    return {
+        "dataset": {
+            "name": data.name,
+            "train": len(dm.split("train")[0]),
+            "test": len(data.test_texts),
+            "classes": data.num_classes,
+            "fingerprint": data.fingerprint(),
+        },
+        "teacher": teacher,
+        "students": students,
+        "sequence_length": seq,
+        "seconds": seconds,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "versions": versions,
+        "recipe": asdict(recipe),
+    }
