@@ -12,14 +12,14 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 transformers = pytest.importorskip("transformers", reason="text distillation needs `transformers`")
 
-from distill.artifacts import load_model, verify_manifest
-from distill.cli import main
-from distill.errors import ConfigError
-from distill.report.metrics import predict
-from distill.text import data as D
-from distill.text.models import BiLSTMClassifier, HFClassifier, TextCNN
-from distill.text.pipeline import TextRecipe, run
-from distill.text.saving import save_text_model
+from distill.artifacts import load_model, verify_manifest  # noqa: E402
+from distill.cli import main  # noqa: E402
+from distill.errors import ConfigError  # noqa: E402
+from distill.report.metrics import predict  # noqa: E402
+from distill.text import data as D  # noqa: E402
+from distill.text.models import BiLSTMClassifier, HFClassifier, TextCNN  # noqa: E402
+from distill.text.pipeline import TextRecipe, run  # noqa: E402
+from distill.text.saving import save_text_model  # noqa: E402
 
 GOOD, BAD = "good great fine fun lovely".split(), "bad awful dull poor boring".split()
 FILLER = "the movie was very a film plot acting is".split()
@@ -80,7 +80,7 @@ def recipe(tmp_path, teacher_dir, **kw):
 def test_text_run_writes_an_image_style_run_directory(tmp_path, tiny_teacher):
     out = tmp_path / "run"
     report = run(TextRecipe.from_dict(recipe(tmp_path, tiny_teacher)), out, log=lambda *a: None)
-    for f in ("report.json", "report.md", "report.html", "manifest.json", "tokenizer/tokenizer.json"):
+    for f in ("report.json", "report.md", "report.html", "manifest.json", "teacher/tokenizer/tokenizer.json"):
         assert (out / f).is_file(), f
     verify_manifest(out)
     saved = json.loads((out / "report.json").read_text())
@@ -97,7 +97,7 @@ def test_text_run_writes_an_image_style_run_directory(tmp_path, tiny_teacher):
     assert "lstm-transfer" in html and "<img" in html and "http://" not in html
     assert (out / "students" / "l1-kd" / "metrics.jsonl").read_text().count("\n") == 2
     # every saved model reloads through the one loader and predicts what the run measured
-    tok = transformers.AutoTokenizer.from_pretrained(str(out / "tokenizer"))
+    tok = transformers.AutoTokenizer.from_pretrained(str(out / "students" / "cnn-ce" / "tokenizer"))
     data = D.load_text_files(write_csv(tmp_path / "train.csv", 96, 0), write_csv(tmp_path / "test.csv", 32, 1))
     dm = D.TextDataModule(data, tok, 16, 16, val_size=0.0)
     for name, cls in (("teacher", HFClassifier), ("students/cnn-ce", TextCNN), ("students/lstm-transfer", None)):
@@ -143,4 +143,29 @@ def test_cli_text_prints_the_table_and_keeps_an_existing_run(tmp_path, tiny_teac
     assert "cnn-ce" in capsys.readouterr().out
     before = (tmp_path / "run" / "report.json").read_bytes()
     assert main(["text", str(tmp_path / "r.yaml"), "--out", str(tmp_path / "run")]) == 2
+    assert "already exists" in capsys.readouterr().err
     assert (tmp_path / "run" / "report.json").read_bytes() == before
+
+
+def test_train_then_distill_a_text_recipe_through_the_image_commands(tmp_path, tiny_teacher, capsys):
+    import yaml
+
+    raw = recipe(tmp_path, tiny_teacher, task="text")
+    raw["students"] = raw["students"][:1]
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(raw))
+    assert main(["train", str(tmp_path / "r.yaml"), "--out", str(tmp_path / "t")]) == 0
+    t = json.loads((tmp_path / "t" / "report.json").read_text())
+    assert t["students"] == [] and t["teacher"]["method"] == "fine-tuned"
+    assert main(["distill", str(tmp_path / "r.yaml"), "--teacher", str(tmp_path / "t" / "teacher"),
+                 "--out", str(tmp_path / "d")]) == 0  # fmt: skip
+    d = json.loads((tmp_path / "d" / "report.json").read_text())
+    assert d["teacher"]["method"] == "loaded" and d["teacher"]["accuracy"] == t["teacher"]["accuracy"]
+    assert [s["name"] for s in d["students"]] == ["cnn-ce"]
+    assert main(["run", str(tmp_path / "r.yaml"), "--out", str(tmp_path / "d"), "--resume"]) == 2
+    assert "do not resume" in capsys.readouterr().err
+    # a tampered saved teacher is refused before anything is trained
+    w = tmp_path / "t" / "teacher" / "model.safetensors"
+    w.write_bytes(w.read_bytes()[:-1] + bytes([w.read_bytes()[-1] ^ 1]))
+    assert main(["distill", str(tmp_path / "r.yaml"), "--teacher", str(tmp_path / "t" / "teacher"),
+                 "--out", str(tmp_path / "e")]) == 2  # fmt: skip
+    assert "sha256" in capsys.readouterr().err and not (tmp_path / "e").exists()

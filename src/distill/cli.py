@@ -95,6 +95,13 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "evaluate":
         print(json.dumps(api.evaluate(args.model_dir, args.recipe, args.split, args.overrides), indent=2))
         return 0
+    from distill.commands.text import is_text_recipe, run_recipe
+
+    if is_text_recipe(args.recipe):  # task: text: the text pipeline behind the same three commands
+        if args.resume:
+            raise DistillError("text runs do not resume; rerun without --resume (the fine-tuned teacher is cached)")
+        teacher = getattr(args, "teacher", None)
+        return run_recipe(args.recipe, args.overrides, args.out, args.overwrite, args.command == "train", teacher)
     kw = {"out": args.out, "overrides": args.overrides, "overwrite": args.overwrite, "resume": args.resume}
     if args.command == "run":
         report = api.run(args.recipe, **kw)

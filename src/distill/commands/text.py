@@ -1,9 +1,16 @@
-"""``distill text RECIPE``: the text distillation pipeline (:mod:`distill.text.pipeline`)."""
+"""``distill text RECIPE``: the text distillation pipeline (:mod:`distill.text.pipeline`).
+
+``distill run|train|distill`` hand a recipe with ``task: text`` to :func:`run_recipe` as well, so a text recipe
+goes through the same commands as an image one: ``train`` fine-tunes (or loads) the teacher alone, ``distill
+--teacher DIR`` distils from a teacher saved by an earlier text run.
+"""
 
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
+from typing import Any
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,25 +22,43 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    import time
+def is_text_recipe(path: Path) -> bool:
+    from distill.config import read_yaml
 
+    return read_yaml(path).get("task") == "text"
+
+
+def run_recipe(
+    recipe: Path,
+    overrides: list[str],
+    out: Path | None,
+    overwrite: bool,
+    teacher_only: bool = False,
+    teacher: Path | None = None,
+) -> int:
     from distill.config import apply_override, parse_override, read_yaml
     from distill.errors import DistillError
     from distill.report.markdown import print_table
     from distill.text.pipeline import TextRecipe
     from distill.text.pipeline import run as run_text
 
-    if args.out is not None and args.out.exists() and any(args.out.iterdir()) and not args.overwrite:
+    if out is not None and out.exists() and any(out.iterdir()) and not overwrite:
         raise DistillError(
-            f"{args.out} already exists and is not empty; pass --overwrite to replace its report, "
-            "or choose another --out"
+            f"{out} already exists and is not empty; pass --overwrite to replace its report, or choose another --out"
         )
-    raw = read_yaml(args.recipe)
-    for text in args.overrides:
+    raw: dict[str, Any] = read_yaml(recipe)
+    for text in overrides:
         apply_override(raw, *parse_override(text))
-    out = args.out or Path("runs") / f"text-{time.strftime('%Y%m%d-%H%M%S')}"
+    if teacher_only:
+        raw["students"] = []
+    if teacher is not None:
+        raw["teacher"] = {"checkpoint": str(teacher)}
+    out = out or Path("runs") / f"text-{time.strftime('%Y%m%d-%H%M%S')}"
     report = run_text(TextRecipe.from_dict(raw), out)
     print_table(report)
-    print(f"run directory: {out} (report.html, report.json, models under teacher/ and students/)")
+    print(f"run directory: {out} (report.html; the models under teacher/ and students/, each with its tokenizer)")
     return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    return run_recipe(args.recipe, args.overrides, args.out, args.overwrite)

@@ -54,6 +54,7 @@ class TextRecipe:
     )
     students: list[dict[str, Any]] = field(default_factory=list)
     train: dict[str, Any] = field(default_factory=lambda: {"epochs": 2, "optimizer": "adamw", "lr": 1e-4})
+    task: str = "text"  # what tells `distill run/train/distill` that this is a text recipe
     cache_dir: str = "benchmarks/cache"
     threads: int | None = None
     transfer: dict[str, Any] = field(default_factory=dict)  # TransferAugment settings for students with transfer
@@ -76,7 +77,16 @@ def load_data(spec: dict[str, Any], seed: int) -> TextData:
     raise ConfigError(f"unknown text data {name!r}; expected 'rotten_tomatoes' or 'files' (train=..., test=...)")
 
 
+TEACHER_KEYS = ("model", "finetune", "checkpoint", "public_key")
+
+
 def teacher_dir(spec: dict[str, Any]) -> Path:
+    """The directory the tokenizer comes from: a saved distill teacher's ``tokenizer/``, or the HF model folder."""
+    unknown = sorted(set(spec) - set(TEACHER_KEYS))
+    if unknown:
+        raise ConfigError(f"unknown teacher key(s) {unknown}; expected {list(TEACHER_KEYS)}")
+    if spec.get("checkpoint"):
+        return Path(spec["checkpoint"]) / "tokenizer"
     model = spec.get("model", "minilm")
     return minilm_path() if model == "minilm" else Path(model)
 
@@ -84,16 +94,23 @@ def teacher_dir(spec: dict[str, Any]) -> Path:
 def get_teacher(
     recipe: TextRecipe, dm: TextDataModule, data: TextData, log: Any = print, logger: Any = None
 ) -> tuple[HFClassifier, dict[str, Any]]:
-    """The teacher: a fine-tuned classifier from the cache, or fine-tuned now (``teacher.finetune: true``)."""
+    """The teacher: a saved distill teacher (``teacher.checkpoint``, sha256 and, with ``public_key``, signature
+    checked), a fine-tuned classifier from the cache, or fine-tuned now (``teacher.finetune: true``)."""
+    if recipe.teacher.get("checkpoint"):
+        from distill.artifacts import load_model
+
+        teacher, spec = load_model(Path(recipe.teacher["checkpoint"]), public_key=recipe.teacher.get("public_key"))
+        if spec.get("task") != "text" or not isinstance(teacher, HFClassifier):
+            raise ConfigError(f"{recipe.teacher['checkpoint']} is not a saved transformer text teacher")
+        if spec["num_classes"] != data.num_classes:
+            raise ConfigError(f"the teacher has {spec['num_classes']} classes, the data {data.num_classes}")
+        return teacher, {"source": str(recipe.teacher["checkpoint"]), "train_seconds": 0.0}
     path = teacher_dir(recipe.teacher)
     teacher = load_hf_classifier(path, num_labels=data.num_classes)
     if not recipe.teacher.get("finetune", True):
         return teacher, {"source": str(path), "train_seconds": 0.0}
-    key = hashlib.sha256(
-        json.dumps(
-            [str(path), data.fingerprint(), recipe.max_length, recipe.batch_size, recipe.teacher_train, recipe.seed]
-        ).encode()
-    ).hexdigest()[:12]
+    start = [model_hash(teacher), data.fingerprint(), recipe.max_length, recipe.batch_size, recipe.teacher_train]
+    key = hashlib.sha256(json.dumps([*start, recipe.seed]).encode()).hexdigest()[:12]
     cached = Path(recipe.cache_dir) / "text_teacher" / f"model-{key}.safetensors"
     if cached.is_file():
         teacher.load_state_dict(load_file(str(cached)))
@@ -222,8 +239,8 @@ def run(recipe: TextRecipe, out: Path | None = None, log: Any = print) -> dict[s
     """Teacher, then every student of the recipe; returns the report (the image runs' schema).
 
     With ``out``, writes a run directory like an image run's: ``teacher/`` and ``students/<name>/`` (each
-    ``model.safetensors`` + ``model.json``, ``test_logits.safetensors``, ``metrics.jsonl`` when trained here),
-    ``tokenizer/``, ``report.json``, ``report.md``, ``report.html`` and ``manifest.json``.
+    ``model.safetensors`` + ``model.json``, its ``tokenizer/``, ``test_logits.safetensors``, ``metrics.jsonl`` when
+    trained here), ``report.json``, ``report.md``, ``report.html`` and ``manifest.json``.
     """
     from distill.artifacts import versions, write_manifest
     from distill.engine.callbacks import MetricsLogger
@@ -246,12 +263,13 @@ def run(recipe: TextRecipe, out: Path | None = None, log: Any = print) -> dict[s
     seq = round(dm.mean_length("test"))
     vocab = teacher.hf.get_input_embeddings().num_embeddings
     bench = {bs: text_latency_ms(teacher, seq, bs, vocab, threads=recipe.threads or 0) for bs in (1, 32)}
-    method = "fine-tuned" if recipe.teacher.get("finetune", True) else "loaded"
+    fine_tuned = recipe.teacher.get("finetune", True) and not recipe.teacher.get("checkpoint")
+    method = "fine-tuned" if fine_tuned else "loaded"
     t_row = {"name": "teacher", "method": method, **classification_metrics(t_test, y_test)}
     t_row.update(params=count_params(teacher), **{f"latency_ms_b{k}": v for k, v in bench.items()}, **t_info)
     if out is not None:
-        tok.save_pretrained(str(out / "tokenizer"))
         save_text_model(out / "teacher", teacher, data.classes, {"method": method, "source": str(t_info["source"])})
+        tok.save_pretrained(str(out / "teacher" / "tokenizer"))
         save_predictions(out / "teacher", t_test, y_test)
     train_logits = teacher_logits(teacher, dm, "train", recipe.cache_dir)
     dm_t, t_logits = None, None  # the data with a transfer set and the teacher's logits on it, made when needed
@@ -284,6 +302,7 @@ def run(recipe: TextRecipe, out: Path | None = None, log: Any = print) -> dict[s
         if out is not None:
             extra = {"method": m_name, "params": params, "student": s["student"], "transfer": bool(s.get("transfer"))}
             save_text_model(out / "students" / name, student, data.classes, extra)
+            tok.save_pretrained(str(out / "students" / name / "tokenizer"))  # each model directory is self-contained
             save_predictions(out / "students" / name, logits, y_test)
         rows.append(row)
     report = text_report(recipe, data, dm, t_row, rows, seq, time.perf_counter() - t_start, versions())
