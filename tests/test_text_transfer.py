@@ -13,7 +13,7 @@ from distill.report.metrics import predict
 from distill.text import data as D
 from distill.text import pipeline as P
 from distill.text.augment import TransferAugment
-from distill.text.models import TextCNN
+from distill.text.models import TextCNN, sentence_embeddings
 
 TEXTS = [
     "a truly wonderful and moving film about love",
@@ -132,6 +132,8 @@ def test_length_sorted_prediction_equals_prediction_in_order():
     lengths = [int(b.x.attention_mask.sum(1).max()) for b in batches]
     assert lengths == sorted(lengths)  # shortest batches first
     assert torch.allclose(P.predict_split(model, dm, "train"), predict(model, dm.eval_batches("train"))[0], atol=1e-6)
+    in_order = sentence_embeddings(model, dm.eval_batches("train"))
+    assert torch.allclose(sentence_embeddings(model, dm.eval_batches("train", by_length=True)), in_order, atol=1e-6)
 
 
 def test_teacher_logits_are_cached_by_weights_and_tokens(tmp_path, monkeypatch):

@@ -284,12 +284,19 @@ def tfidf_logreg(max_features: int = 50_000, ngram_range: tuple[int, int] = (1, 
 
 @torch.no_grad()
 def sentence_embeddings(model: nn.Module, batches: Iterable, device: torch.device | str = "cpu") -> Tensor:
-    """``model.embed`` over ``batches`` (e.g. ``dm.eval_batches(split)``), as ``(N, D)`` float32 on the CPU."""
+    """``model.embed`` over ``batches`` (e.g. ``dm.eval_batches(split, by_length=True)``), as ``(N, D)`` float32 on
+    the CPU, row ``i`` for the text at position ``i`` of the split (batches are put back in place by ``index``)."""
     was = model.training
     model.eval()
-    out = [model.embed(b.x.to(device)).float().cpu() for b in batches]
+    out, where = [], []
+    for b in batches:
+        out.append(model.embed(b.x.to(device)).float().cpu())
+        where.append(b.index)
     model.train(was)
-    return torch.cat(out)
+    emb = torch.cat(out)
+    placed = torch.empty_like(emb)
+    placed[torch.cat(where)] = emb
+    return placed
 
 
 def embedding_logreg(c: float = 1.0) -> Any:
