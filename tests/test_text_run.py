@@ -14,7 +14,7 @@ transformers = pytest.importorskip("transformers", reason="text distillation nee
 
 from distill.artifacts import load_model, verify_manifest  # noqa: E402
 from distill.cli import main  # noqa: E402
-from distill.errors import ConfigError  # noqa: E402
+from distill.errors import DistillError  # noqa: E402
 from distill.report.metrics import predict  # noqa: E402
 from distill.text import data as D  # noqa: E402
 from distill.text.models import BiLSTMClassifier, HFClassifier, TextCNN  # noqa: E402
@@ -65,7 +65,8 @@ def recipe(tmp_path, teacher_dir, **kw):
         "teacher_train": {"epochs": 3, "optimizer": "adamw", "lr": 3e-3},
         "train": {"epochs": 2, "optimizer": "adamw", "lr": 3e-3},
         "students": [
-            {"name": "cnn-ce", "student": {"model": "cnn", "embed_dim": 8, "channels": 8}, "method": "text_ce"},
+            {"name": "cnn-ce", "student": {"model": "cnn", "embed_dim": 8, "channels": 8}, "method": "text_ce",
+             "train": {"epochs": 1}},
             {"name": "l1-kd", "student": {"model": "layers", "layers": [1]}, "method": "text_kd"},
             {"name": "lstm-transfer", "student": {"model": "bilstm", "embed_dim": 8, "hidden": 8, "init": "pca"},
              "method": "text_kd", "transfer": True},
@@ -96,6 +97,7 @@ def test_text_run_writes_an_image_style_run_directory(tmp_path, tiny_teacher):
     html = (out / "report.html").read_text()
     assert "lstm-transfer" in html and "<img" in html and "http://" not in html
     assert (out / "students" / "l1-kd" / "metrics.jsonl").read_text().count("\n") == 2
+    assert (out / "students" / "cnn-ce" / "metrics.jsonl").read_text().count("\n") == 1  # its own train.epochs
     # every saved model reloads through the one loader and predicts what the run measured
     tok = transformers.AutoTokenizer.from_pretrained(str(out / "students" / "cnn-ce" / "tokenizer"))
     data = D.load_text_files(write_csv(tmp_path / "train.csv", 96, 0), write_csv(tmp_path / "test.csv", 32, 1))
@@ -125,10 +127,15 @@ def test_changed_text_weights_are_refused(tmp_path):
         ({"students": [{"name": "x", "model": "cnn"}]}, "needs .student: "),
         ({"students": [{"student": {"model": "cnn"}}, {"student": {"model": "cnn"}}]}, "unique"),
         ({"transfer": {"copies": 0}, "students": [{"student": {"model": "cnn"}, "transfer": True}]}, "copies"),
+        ({"students": [{"student": {"model": "cnn"}, "train": {"epochz": 2}}]}, "bad train settings"),
+        ({"students": [{"student": {"model": "cnn"}, "train": {"epochs": 0}}]}, "epochs must be"),
+        ({"students": [{"student": {"model": "gru"}}]}, "unknown text student"),
+        ({"students": [{"student": {"model": "cnn"}, "method": "nope"}]}, "nope"),
+        ({"teacher": {"model": "minilm", "finetun": True}}, "unknown teacher key"),
     ],
 )
 def test_bad_text_recipes_fail_before_training(tmp_path, tiny_teacher, change, match):
-    with pytest.raises(ConfigError, match=match):
+    with pytest.raises(DistillError, match=match):  # ConfigError, or UnknownNameError for a method
         run(TextRecipe.from_dict(recipe(tmp_path, tiny_teacher, **change)), tmp_path / "run", log=lambda *a: None)
     assert not (tmp_path / "cache" / "text_teacher").exists()  # refused before the teacher was fine-tuned
 
@@ -169,3 +176,16 @@ def test_train_then_distill_a_text_recipe_through_the_image_commands(tmp_path, t
     assert main(["distill", str(tmp_path / "r.yaml"), "--teacher", str(tmp_path / "t" / "teacher"),
                  "--out", str(tmp_path / "e")]) == 2  # fmt: skip
     assert "sha256" in capsys.readouterr().err and not (tmp_path / "e").exists()
+
+
+def test_the_shipped_text_recipe_is_valid():
+    from pathlib import Path
+
+    from distill.commands.text import is_text_recipe
+    from distill.config import read_yaml
+    from distill.text.pipeline import check_students
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "text.yaml"
+    assert is_text_recipe(path)
+    names, augment = check_students(TextRecipe.from_dict(read_yaml(path)))
+    assert names == ["minilm-L2-kd", "minilm-L2-hidden", "bilstm-kd-transfer"] and augment.copies == 4

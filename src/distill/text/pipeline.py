@@ -289,7 +289,8 @@ def run(recipe: TextRecipe, out: Path | None = None, log: Any = print) -> dict[s
         student = build_student(s["student"], teacher, data.num_classes)
         t0 = time.perf_counter()
         logger = [MetricsLogger(out / "students" / name / "metrics.jsonl")] if out else []
-        state = fit(student, teacher, m_name, params, s_dm, recipe.train, s_logits, callbacks=logger)
+        optim = {**recipe.train, **s.get("train", {})}  # a student may change its epochs, lr, ...
+        state = fit(student, teacher, m_name, params, s_dm, optim, s_logits, callbacks=logger)
         logits = predict_split(student, dm, "test")
         row = {"name": name, "method": m_name + ("+transfer" if s.get("transfer") else "")}
         row.update(classification_metrics(logits, y_test, t_test), params=count_params(student))
@@ -316,11 +317,16 @@ def run(recipe: TextRecipe, out: Path | None = None, log: Any = print) -> dict[s
 def check_students(recipe: TextRecipe) -> tuple[list[str], TransferAugment | None]:
     """The students' names and the transfer-set settings (when a student asks for it); refuses a bad recipe."""
     for s in recipe.students:
-        unknown = sorted(set(s) - {"name", "student", "method", "params", "transfer"})
+        unknown = sorted(set(s) - {"name", "student", "method", "params", "transfer", "train"})
         if unknown or not isinstance(s.get("student"), dict):
             raise ConfigError(
-                f"a student needs 'student: {{model: ...}}' and takes name, method, params, transfer; got {sorted(s)}"
+                f"a student needs 'student: {{model: ...}}' and takes name, method, params, transfer, train; "
+                f"got {sorted(s)}"
             )
+        try:  # unknown or bad training settings fail here, not after the teacher's fine-tuning
+            OptimSettings(**{**recipe.train, **s.get("train", {})})
+        except TypeError as e:
+            raise ConfigError(f"student {s.get('name', '?')!r}: bad train settings ({e})") from e
         kind = s["student"].get("model")
         if kind not in ("layers", "cnn", "bilstm"):
             raise ConfigError(f"unknown text student {kind!r}; expected 'layers', 'cnn' or 'bilstm'")
