@@ -44,7 +44,15 @@ from distill.text.models import (
     sentence_embeddings,
     tfidf_logreg,
 )
-from distill.text.pipeline import TextRecipe, build_student, fit, get_teacher, teacher_logits, text_latency_ms
+from distill.text.pipeline import (
+    TextRecipe,
+    build_student,
+    fit,
+    get_teacher,
+    paired_latency,
+    teacher_logits,
+    timed,
+)
 
 HERE = Path(__file__).resolve().parent
 
@@ -132,25 +140,13 @@ def main(argv: list[str] | None = None) -> int:
     rounds, reps = (1, 3) if args.quick else (5, 10)
     test_texts = dm.split("test")[0]
 
-    def timed(model):  # (batch size, repeats) -> median ms of a forward of a batch of token ids
-        return lambda bs, n: text_latency_ms(model, seq, bs, vocab, n, threads=args.threads)
-
-    def sk_timed(predict_fn):  # the same for a scikit-learn pipeline on the first test texts
+    def sk_timed(predict_fn):  # (batch size, repeats) -> ms of a scikit-learn pipeline on the first test texts
         return lambda bs, n: sklearn_latency_ms(predict_fn, test_texts[:bs], n)
 
-    t_timed = timed(teacher)
-
     def lat(student_timed) -> dict[str, float]:
-        """Student and teacher timed in alternating rounds, so that both see the same load of this shared machine;
-        the speed-up is the median of the per-round ratios."""
-        out: dict[str, float] = {}
-        for bs in (1, 32):
-            pairs = [(t_timed(bs, reps), student_timed(bs, reps)) for _ in range(rounds)]
-            out[f"latency_ms_b{bs}"] = statistics.median(s for _, s in pairs)
-            out[f"teacher_latency_ms_b{bs}"] = statistics.median(t for t, _ in pairs)
-            out[f"speedup_b{bs}"] = statistics.median(t / s for t, s in pairs)
-        return out
+        return paired_latency(t_timed, student_timed, (1, 32), rounds, reps)
 
+    t_timed = timed(teacher, seq, vocab, args.threads)
     t_row = {
         "name": "teacher (MiniLM-L6, fine-tuned)",
         **classification_metrics(t_test, y_test),
@@ -185,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     add({
         "name": "minilm-embeddings+logreg", "method": "labels", **classification_metrics(logits, y_test, t_test),
         "params": count_params(encoder.hf.base_model) + int(lr.coef_.size + lr.intercept_.size),
-        **lat(timed(encoder)),  # the encoder dominates; the logistic regression adds microseconds
+        **lat(timed(encoder, seq, vocab, args.threads)),  # the encoder dominates; the regression adds microseconds
         "train_seconds": time.perf_counter() - t0,
     })  # fmt: skip
     del encoder
@@ -207,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
             add({
                 "name": f"{name}-{tag}", "method": method + ("+transfer" if sdm is dm_t else ""), "student": spec,
                 **classification_metrics(predict(student, dm.eval_batches("test"))[0], y_test, t_test),
-                "params": count_params(student), **lat(timed(student)),
+                "params": count_params(student), **lat(timed(student, seq, vocab, args.threads)),
                 "epochs": optim["epochs"], "lr": lr_, "best_val_acc": state.best_acc,
                 "train_seconds": time.perf_counter() - t0,
             })  # fmt: skip

@@ -158,3 +158,23 @@ def test_teacher_logits_are_cached_by_weights_and_tokens(tmp_path, monkeypatch):
     for f in (tmp_path / "text_logits").iterdir():  # a truncated file is recomputed, not served
         f.write_bytes(f.read_bytes()[:20])
     assert torch.allclose(P.teacher_logits(model, dm, "train", tmp_path), second, atol=1e-6)
+
+
+def test_paired_latency_alternates_and_takes_median_ratios():
+    calls = []
+    t_ms = iter([10.0, 20.0, 30.0, 8.0, 8.0, 8.0])  # the teacher's rounds: b1 ×3, then b32 ×3
+    s_ms = iter([5.0, 5.0, 30.0, 2.0, 4.0, 1.0])
+
+    def teacher(bs, n):
+        calls.append(("t", bs, n))
+        return next(t_ms)
+
+    def student(bs, n):
+        calls.append(("s", bs, n))
+        return next(s_ms)
+
+    out = P.paired_latency(teacher, student, (1, 32), rounds=3, repeats=7)
+    assert [c[0] for c in calls] == ["t", "s"] * 6 and {c[2] for c in calls} == {7}
+    assert out["latency_ms_b1"] == 5.0 and out["teacher_latency_ms_b1"] == 20.0
+    assert out["speedup_b1"] == 2.0  # ratios 2, 4, 1 -> median 2 (not 20 / 5 = 4)
+    assert out["speedup_b32"] == 4.0 and out["latency_ms_b32"] == 2.0  # ratios 4, 2, 8

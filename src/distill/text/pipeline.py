@@ -10,7 +10,7 @@ import hashlib
 import json
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -230,6 +230,29 @@ def text_latency_ms(
     return statistics.median(times)
 
 
+def timed(model: nn.Module, seq_len: int, vocab: int, threads: int = 0) -> Callable[[int, int], float]:
+    """``(batch_size, repeats) -> ms``: :func:`text_latency_ms` of ``model`` at ``seq_len`` tokens."""
+    return lambda bs, n: text_latency_ms(model, seq_len, bs, vocab, n, threads=threads)
+
+
+def paired_latency(
+    teacher: Callable[[int, int], float],
+    student: Callable[[int, int], float],
+    batch_sizes: Sequence[int] = (1, 32),
+    rounds: int = 5,
+    repeats: int = 10,
+) -> dict[str, float]:
+    """A student's latency and speed-up, timed in alternating rounds with the teacher so that both see the same
+    load of a shared machine: per batch size the median latencies and the median of the per-round ratios."""
+    out: dict[str, float] = {}
+    for bs in batch_sizes:
+        pairs = [(teacher(bs, repeats), student(bs, repeats)) for _ in range(rounds)]
+        out[f"latency_ms_b{bs}"] = statistics.median(s for _, s in pairs)
+        out[f"teacher_latency_ms_b{bs}"] = statistics.median(t for t, _ in pairs)
+        out[f"speedup_b{bs}"] = statistics.median(t / s for t, s in pairs)
+    return out
+
+
 def evaluate(model: nn.Module, dm: TextDataModule, split: str = "test", teacher_logits: Any = None) -> dict:
     logits, y = predict(model, dm.eval_batches(split))
     return classification_metrics(logits, y, teacher_logits)
@@ -262,7 +285,8 @@ def run(recipe: TextRecipe, out: Path | None = None, log: Any = print) -> dict[s
     t_test = predict_split(teacher, dm, "test")
     seq = round(dm.mean_length("test"))
     vocab = teacher.hf.get_input_embeddings().num_embeddings
-    bench = {bs: text_latency_ms(teacher, seq, bs, vocab, threads=recipe.threads or 0) for bs in (1, 32)}
+    t_timed = timed(teacher, seq, vocab, recipe.threads or 0)
+    bench = {bs: t_timed(bs, 20) for bs in (1, 32)}
     fine_tuned = recipe.teacher.get("finetune", True) and not recipe.teacher.get("checkpoint")
     method = "fine-tuned" if fine_tuned else "loaded"
     t_row = {"name": "teacher", "method": method, **classification_metrics(t_test, y_test)}
@@ -295,9 +319,7 @@ def run(recipe: TextRecipe, out: Path | None = None, log: Any = print) -> dict[s
         row = {"name": name, "method": m_name + ("+transfer" if s.get("transfer") else "")}
         row.update(classification_metrics(logits, y_test, t_test), params=count_params(student))
         row.update(best_val_acc=state.best_acc, epochs=state.epoch, train_seconds=time.perf_counter() - t0)
-        for bs in (1, 32):
-            row[f"latency_ms_b{bs}"] = text_latency_ms(student, seq, bs, vocab, threads=recipe.threads or 0)
-            row[f"speedup_b{bs}"] = bench[bs] / row[f"latency_ms_b{bs}"]
+        row.update(paired_latency(t_timed, timed(student, seq, vocab, recipe.threads or 0)))
         row["accuracy_ratio"] = row["acc"] / t_row["acc"]
         log(f"{name}: acc {row['acc']:.4f} ({row['accuracy_ratio']:.1%}), ×{row['speedup_b1']:.1f} at b1")
         if out is not None:
