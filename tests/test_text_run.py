@@ -93,7 +93,9 @@ def test_text_run_writes_an_image_style_run_directory(tmp_path, tiny_teacher):
         gap = saved["teacher"]["accuracy"] - ce["accuracy"]
         want = (s["accuracy"] - ce["accuracy"]) / gap if gap > 0 else None
         assert s["gap_recovered"] == (pytest.approx(want) if want is not None else None)
-        assert s["speedup_b1"] == pytest.approx(saved["teacher"]["latency_ms_b1"] / s["latency_ms_b1"])
+        # the speed-up is the median of per-round ratios, measured beside the teacher: near, not equal to, the
+        # ratio of the median latencies
+        assert s["speedup_b1"] == pytest.approx(s["teacher_latency_ms_b1"] / s["latency_ms_b1"], rel=0.5)
     html = (out / "report.html").read_text()
     assert "lstm-transfer" in html and "<img" in html and "http://" not in html
     assert (out / "students" / "l1-kd" / "metrics.jsonl").read_text().count("\n") == 2
