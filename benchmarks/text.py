@@ -8,8 +8,9 @@ the pretrained MiniLM's frozen sentence embeddings. For each: test accuracy, par
 (the test split's mean token length), speed-up over the teacher.
 
 Writes ``benchmarks/results/text.json`` (``best_student``: the most accurate student at ≥ 3× the teacher's batch-1
-speed, else the most accurate one) and ``text.md``. Budget: ≈ 20–25 min on a 2-core CPU (teacher fine-tuning
-≈ 6 min, cached in ``benchmarks/cache/text_teacher``). ``--quick`` checks the script on a tiny slice in ~1 min.
+speed, else the most accurate one) and ``text.md``. Budget: ≈ 45–60 min on a 2-core CPU (teacher fine-tuning
+≈ 6 min and the transfer set's labels ≈ 5 min, both cached under ``benchmarks/cache``). ``--quick`` checks the
+script on a tiny slice in ~1 min.
 
     OMP_NUM_THREADS=2 python benchmarks/text.py            # full
     python benchmarks/text.py --quick --out /tmp/textbench # smoke
