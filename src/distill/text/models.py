@@ -283,20 +283,26 @@ def tfidf_logreg(max_features: int = 50_000, ngram_range: tuple[int, int] = (1, 
 
 
 @torch.no_grad()
-def sentence_embeddings(model: nn.Module, batches: Iterable, device: torch.device | str = "cpu") -> Tensor:
-    """``model.embed`` over ``batches`` (e.g. ``dm.eval_batches(split, by_length=True)``), as ``(N, D)`` float32 on
-    the CPU, row ``i`` for the text at position ``i`` of the split (batches are put back in place by ``index``)."""
+def outputs_in_place(model: nn.Module, fn: Any, batches: Iterable, device: torch.device | str = "cpu") -> Tensor:
+    """``fn(x)`` (e.g. ``model`` or ``model.embed``) over ``batches`` with ``model`` in eval mode, as float32 on the
+    CPU, row ``i`` for the text at position ``i`` of the split: each batch is put back in place by its ``index``, so
+    batches may come in any order (``dm.eval_batches(split, by_length=True)`` pads least)."""
     was = model.training
     model.eval()
     out, where = [], []
     for b in batches:
-        out.append(model.embed(b.x.to(device)).float().cpu())
+        out.append(fn(b.x.to(device)).float().cpu())
         where.append(b.index)
     model.train(was)
-    emb = torch.cat(out)
-    placed = torch.empty_like(emb)
-    placed[torch.cat(where)] = emb
+    rows = torch.cat(out)
+    placed = torch.empty_like(rows)
+    placed[torch.cat(where)] = rows
     return placed
+
+
+def sentence_embeddings(model: nn.Module, batches: Iterable, device: torch.device | str = "cpu") -> Tensor:
+    """``model.embed`` over ``batches``, as ``(N, D)`` in the split's order (see :func:`outputs_in_place`)."""
+    return outputs_in_place(model, model.embed, batches, device)
 
 
 def embedding_logreg(c: float = 1.0) -> Any:

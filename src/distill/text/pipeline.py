@@ -37,6 +37,7 @@ from distill.text.models import (
     load_hf_classifier,
     load_tokenizer,
     minilm_path,
+    outputs_in_place,
 )
 
 
@@ -126,24 +127,13 @@ def get_teacher(
     return teacher, info
 
 
-@torch.no_grad()
 def predict_split(model: nn.Module, dm: TextDataModule, split: str, device: torch.device | str = "cpu") -> Tensor:
     """Logits ``(N, K)`` (float32, CPU) of ``model`` on every text of ``split``, in the split's order.
 
     Batches are formed shortest-first (little padding, so a fraction of the work of batches in data order); the
     outputs are put back in place by each batch's ``index``.
     """
-    was = model.training
-    model.eval()
-    parts, where = [], []
-    for b in dm.eval_batches(split, device, by_length=True):
-        parts.append(model(b.x).float().cpu())
-        where.append(b.index)
-    model.train(was)
-    logits = torch.cat(parts)
-    out = torch.empty_like(logits)
-    out[torch.cat(where)] = logits
-    return out
+    return outputs_in_place(model, model, dm.eval_batches(split, device, by_length=True), device)
 
 
 def teacher_logits(
