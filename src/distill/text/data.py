@@ -376,7 +376,6 @@ class TextDataModule:
             if mask and mask != augment.mask_token:
                 augment = dataclasses.replace(augment, mask_token=mask)
             extra += augment(self.texts["train"])
-        self.augment = augment
         if extra:
             self.texts["train"] += extra
             self.labels["train"] = torch.cat([self.labels["train"], torch.full((len(extra),), -1)])
