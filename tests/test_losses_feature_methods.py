@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+from distill.data.base import load_dataset
+from distill.data.module import DataModule
 from distill.distillers import build_distiller
 from distill.errors import ConfigError
 from distill.features import FeatureTap
@@ -46,15 +48,41 @@ def test_at_loss_matches_numpy():
     assert attention_map(s).numpy() == pytest.approx(np_attention(s.numpy()), rel=1e-10)
 
 
-def test_at_loss_pools_a_larger_student_map_to_the_teacher_size():
+def test_at_loss_to_teacher_pools_the_students_attention_map_to_the_teacher_size():
     s, t = rand(2, 3, 9, 9, seed=3), rand(2, 4, 3, 3, seed=4)
     raw = (s.numpy() ** 2).mean(axis=1)  # (B, 9, 9)
-    pooled = raw.reshape(2, 3, 3, 3, 3).mean(axis=(2, 4)).reshape(2, -1)  # 3x3 average pooling
+    pooled = raw.reshape(2, 3, 3, 3, 3).mean(axis=(2, 4)).reshape(2, -1)  # 3x3 average pooling, after squaring
     a_s = pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
     expected = ((a_s - np_attention(t.numpy())) ** 2).mean()
-    assert at_loss(s, t).item() == pytest.approx(expected, rel=1e-10)
-    up = at_loss(t, s)  # smaller student: upsampled, still finite and comparable
+    assert at_loss(s, t, resize="to_teacher").item() == pytest.approx(expected, rel=1e-10)
+    up = at_loss(t, s, resize="to_teacher")  # smaller student: upsampled, still finite and comparable
     assert torch.isfinite(up)
+
+
+@pytest.mark.parametrize(
+    ("s_shape", "t_shape"),
+    [((2, 3, 9, 9), (2, 4, 3, 3)), ((2, 3, 4, 4), (2, 5, 8, 8)), ((2, 3, 7, 5), (2, 2, 5, 7))],
+    ids=["student-larger", "teacher-larger", "each-larger-in-one-dim"],
+)
+def test_pool_first_pools_the_larger_feature_map_before_the_formula(s_shape, t_shape):
+    """The reference convention: adaptive average pooling of the larger map, then AT / NST as for equal sizes."""
+    s, t = rand(*s_shape, seed=41), rand(*t_shape, seed=42)
+    size = (min(s_shape[2], t_shape[2]), min(s_shape[3], t_shape[3]))
+    ps = torch.nn.functional.adaptive_avg_pool2d(s, size).numpy()
+    pt = torch.nn.functional.adaptive_avg_pool2d(t, size).numpy()
+    expected_at = ((np_attention(ps) - np_attention(pt)) ** 2).mean()
+    assert at_loss(s, t).item() == pytest.approx(expected_at, rel=1e-10)  # pool_first is the default
+    assert at_loss(s, t, resize="pool_first").item() == pytest.approx(expected_at, rel=1e-10)
+    assert nst_loss(s, t).item() == pytest.approx(np_nst(ps, pt), rel=1e-10)
+    assert at_loss(s, t).item() != pytest.approx(at_loss(s, t, resize="to_teacher").item(), rel=1e-3)
+
+
+def test_both_resize_conventions_agree_on_equal_sizes():
+    s, t = rand(3, 4, 5, 6, seed=43), rand(3, 7, 5, 6, seed=44)
+    assert at_loss(s, t, resize="to_teacher").item() == at_loss(s, t, resize="pool_first").item()
+    assert nst_loss(s, t, resize="to_teacher").item() == nst_loss(s, t, resize="pool_first").item()
+    with pytest.raises(ValueError, match="resize"):
+        at_loss(s, t, resize="bilinear")
 
 
 def test_at_loss_zero_for_equal_features_and_scale_invariant():
@@ -86,6 +114,14 @@ def test_nst_loss_matches_plain_loops():
     s, t = rand(3, 4, 3, 3, seed=7), rand(3, 6, 3, 3, seed=8)
     assert nst_loss(s, t).item() == pytest.approx(np_nst(s.numpy(), t.numpy()), rel=1e-10)
     assert nst_loss(s, s.clone()).item() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_nst_loss_to_teacher_resizes_the_students_feature_map():
+    s, t = rand(2, 3, 6, 6, seed=45), rand(2, 4, 3, 3, seed=46)
+    ps = torch.nn.functional.adaptive_avg_pool2d(s, (3, 3)).numpy()
+    assert nst_loss(s, t, resize="to_teacher").item() == pytest.approx(np_nst(ps, t.numpy()), rel=1e-10)
+    up = torch.nn.functional.interpolate(t, size=(6, 6), mode="bilinear", align_corners=False).numpy()
+    assert nst_loss(t, s, resize="to_teacher").item() == pytest.approx(np_nst(up, s.numpy()), rel=1e-10)
 
 
 def test_nst_loss_with_offset_kernel():
@@ -279,7 +315,7 @@ def test_at_and_nst_sum_their_losses_over_the_paired_stages(tiny, dm, batch):
     [
         ("sp", lambda s, t: 3000.0 * sp_loss(s, t), ("sp",), "layer3"),
         ("pkt", lambda s, t: 30000.0 * pkt_loss(s, t), ("pkt",), "pool"),
-        ("cc", lambda s, t: 0.02 * cc_loss(s, t), ("cc",), "pool"),
+        ("cc", lambda s, t: 40.0 * cc_loss(s, t), ("cc",), "pool"),
         (
             "rkd",
             lambda s, t: 25 * rkd_distance_loss(s, t) + 50 * rkd_angle_loss(s, t),
@@ -312,6 +348,62 @@ def test_stages_are_aligned_from_the_end_when_the_counts_differ(dm):
         )
 
 
+def test_at_and_nst_distillers_pass_the_resize_convention_on(dm):
+    student = create_model("lenet5", num_classes=4, in_channels=1)  # conv2: 5x5 maps
+    teacher = create_model("cnn", num_classes=4, in_channels=1, width=4, blocks=1)  # layer3: 7x7 maps
+    batch = next(dm.train_batches(0))
+    s_f = tapped(student, ["conv1", "conv2"], batch.x)
+    t_f = tapped(teacher, ["layer2", "layer3"], batch.x)
+    assert s_f[1].shape[2:] != t_f[1].shape[2:]
+    for name, fn, w in (("at", at_loss, 1000.0), ("nst", nst_loss, 50.0)):
+        for resize in ("pool_first", "to_teacher"):
+            params = {} if resize == "pool_first" else {"resize": resize}  # pool_first is the default
+            d = build_distiller(name, student, teacher, dm.input_shape, **params).eval()
+            expected = w * sum(fn(s, t, resize=resize).item() for s, t in zip(s_f, t_f, strict=True))
+            assert d(batch.x, batch.y).losses[name].item() == pytest.approx(expected, rel=1e-4)
+            d.close()
+
+
+def trained_teacher(dm, steps: int = 30):
+    """A zoo ``mlp`` teacher that has learnt the synthetic classes (a few dozen SGD steps)."""
+    torch.manual_seed(0)
+    teacher = create_model("mlp", num_classes=dm.num_classes, in_channels=1).train()
+    opt = torch.optim.SGD(teacher.parameters(), lr=0.1, momentum=0.9)
+    batches = (b for epoch in range(steps) for b in dm.train_batches(epoch))
+    for _, b in zip(range(steps), batches, strict=False):
+        loss = torch.nn.functional.cross_entropy(teacher(b.x), b.y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return teacher.eval()
+
+
+def test_cc_default_weight_puts_the_term_at_the_order_of_ce():
+    """The rule behind ``cc_weight = 40``: at the student's initialisation the weighted CC term is of the order of
+    CE ≈ ln K (within a factor 10 either way), on Fashion-MNIST-shaped input with 10 classes and a teacher that has
+    learnt them; the CRD benchmark's 0.02 left it below 1 % of CE."""
+    data = load_dataset("synthetic", n_train=320, n_test=32, num_classes=10, noise=0.05)
+    dm = DataModule(data, batch_size=32, val_size=0, seed=0, augment=False)
+    teacher = trained_teacher(dm)
+    batch = next(dm.train_batches(0))
+    with torch.no_grad():
+        assert (teacher(batch.x).argmax(1) == batch.y).float().mean() > 0.9
+    for name, kw in (("cnn", {"width": 4, "blocks": 1}), ("lenet5", {}), ("resnet8", {})):
+        torch.manual_seed(1)
+        student = create_model(name, num_classes=10, in_channels=1, **kw)
+        d = build_distiller("cc", student, teacher, dm.input_shape).train()
+        assert d.cc_weight == 40.0
+        out = d(batch.x, batch.y)
+        ce, cc = out.losses["ce"].item(), out.losses["cc"].item()
+        assert ce == pytest.approx(math.log(10), rel=0.1)
+        assert 0.1 < cc / ce < 10, (name, cc, ce)
+        assert 0.02 / 40.0 * cc < 0.01 * ce  # the old default: a no-op
+        d.close()
+    # the worst case — the teacher's 10 classes orthogonal, the student's embeddings collapsed — stays below 10·CE
+    worst = 40.0 * cc_loss(torch.ones(10, 10) + 1e-3 * rand(10, 10, seed=47).float(), torch.eye(10)).item()
+    assert math.log(10) < worst < 10 * math.log(10)
+
+
 def test_cc_embed_is_an_adapter_outside_the_student(tiny, dm, batch):
     student, teacher = tiny(4, 2), tiny(8, 1)
     d = build_distiller("cc", student, teacher, dm.input_shape, embed=True)
@@ -335,6 +427,8 @@ def test_cc_embed_is_an_adapter_outside_the_student(tiny, dm, batch):
         ("nst", {"degree": 0}, "degree"),
         ("cc", {"gamma": 0.0}, "gamma"),
         ("cc", {"order": -1}, "order"),
+        ("at", {"resize": "bilinear"}, "resize must be one of"),
+        ("nst", {"resize": "upsample"}, "resize must be one of"),
         ("sp", {"student_layer": "nope"}, "unknown layer"),
     ],
 )

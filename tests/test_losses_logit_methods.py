@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from distill.distillers import build_distiller
+from distill.engine.trainer import OptimSettings, Trainer
 from distill.errors import ConfigError
 from distill.losses.logits import dist_loss, dkd_loss, kd_loss, lskd_loss, nckd_loss, tckd_loss
 
@@ -112,6 +113,42 @@ def test_dkd_distiller_warms_up_its_kd_terms(tiny, dm):
         d(batch.x, None)
 
 
+@pytest.mark.parametrize(
+    ("epoch", "epochs", "w"),
+    [
+        (0, 240, 1 / 20),  # the paper's run: W = 20
+        (9, 240, 10 / 20),
+        (19, 240, 1.0),
+        (0, 24, 0.5),  # W = 2
+        (1, 24, 1.0),
+        (0, 60, 0.2),  # W = 5
+        (0, 12, 1.0),  # W = 1: no ramp in runs of 12 epochs or fewer
+        (0, 3, 1.0),
+    ],
+)
+def test_dkd_default_warmup_is_a_twelfth_of_the_run(epoch, epochs, w, tiny, dm):
+    d = build_distiller("dkd", tiny(4, 2), tiny(8, 1), dm.input_shape)
+    assert d.warmup_epochs is None and d.warmup_factor() == 1.0  # outside the trainer: full weight
+    d.set_epoch(epoch, epochs)
+    assert d.warmup_length() == pytest.approx(epochs / 12)
+    assert d.warmup_factor() == pytest.approx(w)
+
+
+def test_the_trainer_tells_dkd_the_run_length(tiny, dm):
+    d = build_distiller("dkd", tiny(4, 2), tiny(8, 1), dm.input_shape)
+    Trainer(d, dm, OptimSettings(epochs=24, lr=0.01)).train_epoch()
+    assert (d.epoch, d.epochs) == (0, 24) and d.warmup_factor() == pytest.approx(0.5)
+
+
+def test_dkd_explicit_warmup_is_used_as_given(tiny, dm):
+    d = build_distiller("dkd", tiny(4, 2), tiny(8, 1), dm.input_shape, warmup_epochs=20)
+    d.set_epoch(0, 24)  # a short run does not shorten an explicit warm-up
+    assert d.warmup_factor() == pytest.approx(1 / 20)
+    d = build_distiller("dkd", tiny(4, 2), tiny(8, 1), dm.input_shape, warmup_epochs=0)
+    d.set_epoch(0, 240)
+    assert d.warmup_factor() == 1.0
+
+
 # -- DIST -----------------------------------------------------------------------------------------------------------
 
 
@@ -162,6 +199,19 @@ def test_dist_distiller_terms(tiny, dm):
     assert set(out.losses) == {"ce", "inter", "intra"}
     assert out.losses["inter"].item() == pytest.approx(2.0 * inter, rel=1e-4)
     assert out.losses["intra"].item() == pytest.approx(0.5 * intra, rel=1e-4)
+
+
+def test_dist_defaults_are_the_authors_cifar_recipe(tiny, dm):
+    """β = γ = 1 and τ = 4 times the recipe's loss weight 2: effective β = γ = 2, T² = 16."""
+    student, teacher = tiny(4, 2), tiny(8, 1)
+    d = build_distiller("dist", student, teacher, dm.input_shape)
+    assert (d.beta, d.gamma, d.temperature) == (2.0, 2.0, 4.0)
+    batch = next(dm.train_batches(0))
+    out = d(batch.x, batch.y)
+    with torch.no_grad():
+        inter, intra = np_dist(student(batch.x).double().numpy(), teacher.eval()(batch.x).double().numpy(), 4.0)
+    assert out.losses["inter"].item() == pytest.approx(2.0 * 16 * inter, rel=1e-4)
+    assert out.losses["intra"].item() == pytest.approx(2.0 * 16 * intra, rel=1e-4)
 
 
 # -- logit standardisation --------------------------------------------------------------------------------------------

@@ -200,6 +200,31 @@ def test_ft_pretrains_paraphraser_then_transfers_factors(tiny, dm):
     assert out.losses["ft"].item() == pytest.approx(200 * np.mean(np.abs(ft - fs)), rel=1e-4)
 
 
+@pytest.mark.parametrize(
+    ("epochs", "stage1"),
+    [(240, 30), (80, 10), (24, 3), (10, 1), (3, 1), (1, 1)],  # an eighth of the run (the benchmark's 30 of 240), >= 1
+)
+def test_ft_default_pretraining_is_an_eighth_of_the_run(epochs, stage1, tiny, dm):
+    d = build_distiller("ft", tiny(4, 2), tiny(8, 1), dm.input_shape)
+    assert d.paraphraser_epochs is None and d.pretraining  # outside the trainer: epoch 0, stage 1
+    d.set_epoch(0, epochs)
+    assert d.pretraining_epochs() == stage1
+    d.set_epoch(stage1 - 1, epochs)
+    assert d.pretraining
+    d.set_epoch(stage1, epochs)
+    assert not d.pretraining
+
+
+def test_ft_explicit_pretraining_is_used_as_given(tiny, dm):
+    d = build_distiller("ft", tiny(4, 2), tiny(8, 1), dm.input_shape, paraphraser_epochs=2)
+    d.set_epoch(1, 240)
+    assert d.pretraining_epochs() == 2 and d.pretraining
+    d.set_epoch(2, 240)
+    assert not d.pretraining
+    with pytest.raises(ConfigError, match="paraphraser_epochs"):
+        build_distiller("ft", tiny(4, 2), tiny(8, 1), dm.input_shape, paraphraser_epochs=-1)
+
+
 def test_ft_code_has_rate_times_teacher_channels(tiny, dm):
     d = build_distiller("ft", tiny(4, 2), tiny(8, 1), dm.input_shape, paraphraser_epochs=0)
     batch = next(dm.train_batches(0))

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from distill.distillers.base import Distiller, StepInput, Teacher, check_range, register_method
 from distill.errors import ConfigError
 from distill.features import FeatureTap
-from distill.losses.attention import at_loss
+from distill.losses.attention import RESIZE_MODES, at_loss
 from distill.models.adapters import tap_names
 
 
@@ -46,6 +46,12 @@ def paired_stages(
     return s, t
 
 
+def check_resize(resize: str) -> None:
+    """Refuse an unknown spatial-size convention with a :class:`ConfigError`."""
+    if resize not in RESIZE_MODES:
+        raise ConfigError(f"resize must be one of {list(RESIZE_MODES)}, got {resize!r}")
+
+
 def penultimate_layer(model: nn.Module, given: str | None, what: str) -> str:
     """``given`` or the module whose output is the pooled ``(B, D)`` vector the classifier reads."""
     name = given or tap_names(model).penultimate
@@ -58,14 +64,17 @@ def penultimate_layer(model: nn.Module, given: str | None, what: str) -> str:
 class AT(Distiller):
     """``ce_weight · CE + beta · Σ_stages at_loss(s, t) [+ kd_weight · KD]``.
 
-    Every stage in ``feature_layers`` is paired with the teacher's stage of the same order (the student's map is
-    resized when the spatial sizes differ). The sum over stages with ``beta = 1000`` is the CRD benchmark's
-    setting (Tian et al., 2020, arXiv:1910.10699).
+    Every stage in ``feature_layers`` is paired with the teacher's stage of the same order. The sum over stages
+    with ``beta = 1000`` is the CRD benchmark's setting (Tian et al., 2020, arXiv:1910.10699).
 
     Args:
         student_layers / teacher_layers: module names of the stages (default: the models' ``feature_layers``).
         beta: weight of the attention term.
         p: exponent of the attention map ``mean_c |f|^p``.
+        resize: when a pair's spatial sizes differ, ``"pool_first"`` (the reference code's convention) average-pools
+            the larger feature map — student's or teacher's — to the smaller size before the attention maps are
+            formed; ``"to_teacher"`` resizes the student's attention map to the teacher's size afterwards (pooled
+            when larger, bilinearly upsampled when smaller). Equal sizes: both are the same.
     """
 
     teacher_features = True
@@ -79,14 +88,17 @@ class AT(Distiller):
         teacher_layers: list[str] | None = None,
         beta: float = 1000.0,
         p: float = 2.0,
+        resize: str = "pool_first",
         **kw,
     ) -> None:
         check_range("beta", beta, lo=0.0)
         check_range("p", p, lo=0.0, lo_open=True)
+        check_resize(resize)
         t_model = unwrap(teacher)
         s_layers, t_layers = paired_stages(student, t_model, student_layers, teacher_layers)
         super().__init__(student, Teacher(t_model, t_layers), **kw)
         self.student_layers, self.teacher_layers, self.beta, self.p = s_layers, t_layers, beta, p
+        self.resize = resize
         self.tap = FeatureTap(student, s_layers)
 
     def step(self, b: StepInput) -> dict[str, Tensor]:
@@ -94,5 +106,5 @@ class AT(Distiller):
         logits = self.student(b.x)
         pairs = zip(self.tap.get(), self.teacher.features(), strict=True)
         terms = self.logit_terms(logits, b.y, t_logits)
-        terms["at"] = self.beta * sum(at_loss(s, t, self.p) for s, t in pairs)
+        terms["at"] = self.beta * sum(at_loss(s, t, self.p, self.resize) for s, t in pairs)
         return {**terms, "_logits": logits}

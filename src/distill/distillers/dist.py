@@ -14,9 +14,10 @@ class DIST(Distiller):
     """``ce_weight · CE + T² · (β · inter + γ · intra)``, ``inter``/``intra`` = 1 − Pearson ρ per sample / per class.
 
     Exact probability matching (KL) is relaxed to matching the relations: the ranking and relative gaps among the
-    classes of one sample, and among the samples of one class. Defaults: β = γ = 1 (the authors' loss defaults)
-    and T = 4, the paper's CIFAR-100 temperature — this toolkit's recipes are small-image ones; the paper's
-    ImageNet runs use T = 1.
+    classes of one sample, and among the samples of one class. Defaults are the authors' CIFAR-100 recipe (this
+    toolkit's recipes are small-image ones): their loss has β = γ = 1 and τ = 4 and the recipe weights it by a
+    loss weight of 2, so the effective β = γ = 2 here (there is no separate loss weight). The paper's ImageNet
+    runs use τ = 1.
 
     Args:
         beta: weight of the inter-class (per-sample) relation.
@@ -30,8 +31,8 @@ class DIST(Distiller):
         student: nn.Module,
         teacher: nn.Module | None = None,
         *,
-        beta: float = 1.0,
-        gamma: float = 1.0,
+        beta: float = 2.0,
+        gamma: float = 2.0,
         temperature: float = 4.0,
         **kw,
     ) -> None:

@@ -42,8 +42,9 @@ class FitNet(Distiller):
             by the trainer's :meth:`set_epoch`) only the hint loss is returned, so only the student up to the hint
             layer and the adapter learn (the later layers get no gradient; their BN statistics still update in
             the full forward that produces the logits for metrics); afterwards the normal loss. 0 (the default)
-            trains with the normal loss throughout, as the CRD benchmark does. Outside the trainer (no
-            ``set_epoch``) the method counts as being in epoch 0.
+            trains with the normal loss throughout, as the CRD benchmark does, so there is no stage to scale with
+            the run's length; an explicit value is used as given. Outside the trainer (no ``set_epoch``) the
+            method counts as being in epoch 0.
     """
 
     teacher_features = True

@@ -14,6 +14,8 @@ from distill.errors import ConfigError
 from distill.features import FeatureTap, probe_shapes
 from distill.losses.variational import factor_transfer_loss
 
+BENCHMARK_PRETRAIN, BENCHMARK_EPOCHS = 30, 240  # the CRD benchmark's paraphraser epochs next to its student's
+
 
 def _conv_stack(channels: list[int], transpose: bool = False) -> nn.Sequential:
     """3×3, stride-1 (transposed) convolutions with LeakyReLU(0.1), keeping the spatial size."""
@@ -52,15 +54,18 @@ class FT(Distiller):
     the paraphraser is frozen (run under ``no_grad``) and the factor loss (``"ft"``) trains student and
     translator. The paraphraser is a submodule, so its weights are saved with checkpoints; the stage follows from
     the epoch, which the trainer restores on resume. Outside the trainer (no ``set_epoch``) the method is in epoch
-    0, i.e. stage 1 when ``paraphraser_epochs > 0``. The paper pre-trains the paraphraser in a separate run (the
-    CRD benchmark: 30 epochs); one epoch inside the run is a cheaper default that suits short schedules.
+    0, i.e. stage 1 unless ``paraphraser_epochs = 0``. The paper pre-trains the paraphraser in a separate run (the
+    CRD benchmark: 30 epochs next to its 240-epoch student runs); by default the stage keeps that proportion of
+    the run the trainer announces: ``⌊epochs / 8⌋`` epochs, at least 1 (30 of 240, 1 of 10). An explicit
+    ``paraphraser_epochs`` is used as given.
 
     Args:
         student_layer / teacher_layer: the feature maps (default: the last ``feature_layers`` stage of each model).
         ft_weight: β (200, as in the CRD benchmark, for the default ``reduction="mean"``).
         rate: k, the paraphraser's code channels as a fraction of the teacher's (0.5).
         p: the norm of the factor distance (1, the paper's choice).
-        paraphraser_epochs: epochs of paraphraser pre-training at the start of the run (0 skips it).
+        paraphraser_epochs: epochs of paraphraser pre-training at the start of the run; ``None`` (default): an
+            eighth of the run, at least 1; 0 skips it.
         reduction: ``"mean"`` (mean over elements, the benchmark's form) or ``"norm"`` (the paper's per-sample norm).
     """
 
@@ -76,14 +81,15 @@ class FT(Distiller):
         ft_weight: float = 200.0,
         rate: float = 0.5,
         p: int = 1,
-        paraphraser_epochs: int = 1,
+        paraphraser_epochs: int | None = None,
         reduction: str = "mean",
         input_shape=None,
         **kw,
     ) -> None:
         check_range("ft_weight", ft_weight, lo=0.0)
         check_range("rate", rate, lo=0.0, lo_open=True)
-        check_range("paraphraser_epochs", paraphraser_epochs, lo=0)
+        if paraphraser_epochs is not None:
+            check_range("paraphraser_epochs", paraphraser_epochs, lo=0)
         if p not in (1, 2):
             raise ConfigError(f"p must be 1 or 2, got {p}")
         if reduction not in ("mean", "norm"):
@@ -107,10 +113,16 @@ class FT(Distiller):
         self.paraphraser = Paraphraser(t_shape[0], code)
         self.translator = _conv_stack([s_shape[0], s_shape[0], code, code])
 
+    def pretraining_epochs(self) -> int:
+        """Length of stage 1: ``paraphraser_epochs`` when given, else ``max(1, ⌊epochs / 8⌋)`` of the run."""
+        if self.paraphraser_epochs is not None:
+            return int(self.paraphraser_epochs)
+        return max(1, getattr(self, "epochs", 1) * BENCHMARK_PRETRAIN // BENCHMARK_EPOCHS)
+
     @property
     def pretraining(self) -> bool:
-        """True while the paraphraser is being pre-trained (the first ``paraphraser_epochs`` epochs)."""
-        return getattr(self, "epoch", 0) < self.paraphraser_epochs
+        """True while the paraphraser is being pre-trained (the first :meth:`pretraining_epochs` epochs)."""
+        return getattr(self, "epoch", 0) < self.pretraining_epochs()
 
     def step(self, b: StepInput) -> dict[str, Tensor]:
         t_logits = self.run_teacher(b.x)
