@@ -118,28 +118,57 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return unflatten_state(tensors, json.loads(meta["distill_state"]))
 
 
+MODEL_FORMAT = 1  # the version of model.json's layout that save_model writes (absent in files written before it)
+
+
 def save_model(directory: Path, model: nn.Module, spec: dict[str, Any]) -> Path:
-    """Write ``model.safetensors`` + ``model.json`` into ``directory``. ``spec`` must name the architecture."""
+    """Write ``model.safetensors`` + ``model.json`` into ``directory``. ``spec`` must name the architecture.
+
+    ``model.json`` gets ``format`` (:data:`MODEL_FORMAT`) and the weights' ``sha256``, overriding any in ``spec``.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     weights = directory / "model.safetensors"
     atomic_write(weights, lambda tmp: save_file(state, tmp, metadata={"distill_model": json.dumps(spec)}))
-    write_json(directory / "model.json", {**spec, "sha256": sha256_file(weights)})
+    write_json(directory / "model.json", {**spec, "format": MODEL_FORMAT, "sha256": sha256_file(weights)})
     return weights
 
 
 def read_model_spec(directory: str | Path) -> dict[str, Any]:
-    """``model.json`` of a model directory, after checking the weights against the sha256 it records."""
+    """``model.json`` of a model directory, after checking the weights against the sha256 it records.
+
+    Every ``model.json`` distill ever wrote records ``sha256`` (files from before the ``format`` field included),
+    so a missing hash is refused for every format rather than silently skipping the weights check.
+    """
     directory = Path(directory)
     spec_path, weights = directory / "model.json", directory / "model.safetensors"
     if not spec_path.is_file() or not weights.is_file():
         raise CheckpointError(f"{directory} is not a model directory (expected model.json and model.safetensors)")
     try:
-        spec = json.loads(spec_path.read_text())
+        spec = json.loads(spec_path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise CheckpointError(f"{spec_path} is not UTF-8 text ({e}); expected the JSON that distill writes") from e
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{spec_path} is not valid JSON ({e})") from e
-    if spec.get("sha256") and spec["sha256"] != sha256_file(weights):
+    if not isinstance(spec, dict):
+        raise CheckpointError(f"{spec_path} holds a JSON {type(spec).__name__}; expected an object with 'model'")
+    if not isinstance(spec.get("model"), str) or not spec["model"]:
+        raise CheckpointError(f"{spec_path} does not name the architecture ('model' is missing or not a string)")
+    version = spec.get("format", MODEL_FORMAT)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise CheckpointError(f"{spec_path}: 'format' must be a positive integer, got {version!r}")
+    if version > MODEL_FORMAT:
+        raise CheckpointError(
+            f"{spec_path} is model format {version}, newer than this distill reads ({MODEL_FORMAT}); upgrade distill"
+        )
+    digest = spec.get("sha256")
+    if not isinstance(digest, str) or not digest:
+        raise CheckpointError(
+            f"{spec_path} records no sha256 of model.safetensors, so the weights cannot be checked; "
+            "distill always writes one: the file was edited or not made by distill (save the model again)"
+        )
+    if digest != sha256_file(weights):
         raise CheckpointError(f"{weights} does not match the sha256 in {spec_path}: the file was changed or corrupted")
     return spec
 

@@ -24,13 +24,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", type=Path, help="output directory (default: runs/compress-<time>)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    p.add_argument(
+        "--key",
+        type=Path,
+        metavar="PUB",
+        help="public key (PEM): refuse the input model (and recover.teacher) without a valid signature by it",
+    )
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from distill.compress.pipeline import compress, markdown
 
-    report = compress(args.model, args.recipe, args.out, args.overrides, overwrite=args.overwrite)
+    report = compress(args.model, args.recipe, args.out, args.overrides, overwrite=args.overwrite, public_key=args.key)
     print(markdown(report))
     print(f"output directory: {report['out']}")
     return 0

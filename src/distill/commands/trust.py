@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from distill.errors import DistillError
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("keygen", help="create an ed25519 key pair for signing models")
@@ -21,19 +23,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_verify)
 
 
+def key_paths(prefix: Path) -> tuple[Path, Path]:
+    """``PREFIX.key`` and ``PREFIX.pub``, appending the suffix so a dotted name (``team.v2``) keeps its dot."""
+    if not prefix.name or prefix.name in (".", ".."):
+        raise DistillError(f"--out {prefix} must end in a file name prefix, e.g. keys/team")
+    if prefix.is_dir():
+        raise DistillError(f"--out {prefix} is a directory; give a path prefix inside it, e.g. {prefix / 'team'}")
+    base = prefix.with_name(prefix.name[: -len(prefix.suffix)]) if prefix.suffix in (".key", ".pub") else prefix
+    return base.with_name(base.name + ".key"), base.with_name(base.name + ".pub")
+
+
 def _keygen(args: argparse.Namespace) -> int:
     from distill.trust import generate_keypair
 
-    fp = generate_keypair(args.out.with_suffix(".key"), args.out.with_suffix(".pub"))
-    print(
-        f"wrote {args.out.with_suffix('.key')} (private, keep it secret) and {args.out.with_suffix('.pub')}; "
-        f"fingerprint {fp[:16]}…"
-    )
+    private, public = key_paths(args.out)
+    fp = generate_keypair(private, public)
+    print(f"wrote {private} (private, keep it secret) and {public}; fingerprint {fp[:16]}…")
     return 0
 
 
 def _sign(args: argparse.Namespace) -> int:
-    from distill.errors import DistillError
     from distill.trust import SIGNATURE, sign_model
 
     if (args.model_dir / SIGNATURE).exists() and not args.overwrite:
