@@ -293,3 +293,78 @@ def test_compress_command_end_to_end(cnn, synth, tmp_path, capsys):
     assert "unknown layer to ignore 'layer9'" in capsys.readouterr().err
     assert main(["compress", "--model", str(tmp_path / "missing"), "--out", str(tmp_path / "o4")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+# --- trust: --key, text models -------------------------------------------------------------------------------------
+
+
+def tamper_and_rehash(directory) -> None:
+    """Alter the weights and recompute model.json's sha256, so that only a signature can tell."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from distill.artifacts import sha256_file
+
+    state = load_file(str(directory / "model.safetensors"))
+    first = next(iter(state))
+    state[first] = state[first] + 1.0
+    save_file(state, str(directory / "model.safetensors"))
+    spec = json.loads((directory / "model.json").read_text())
+    spec["sha256"] = sha256_file(directory / "model.safetensors")
+    (directory / "model.json").write_text(json.dumps(spec))
+
+
+OFF = ["prune.enabled=false", "recover.enabled=false", "quantize.enabled=false", "export.enabled=false"]
+QUICK = ["data.name=synthetic", "data.train_subset=64", "data.test_subset=32", "device=cpu", "bench.batch_sizes=[1]"]
+
+
+def test_compress_key_refuses_unsigned_and_tampered_models(tiny, synth, tmp_path, capsys):
+    from distill.cli import main
+    from distill.trust import generate_keypair, sign_model
+
+    generate_keypair(tmp_path / "k.key", tmp_path / "k.pub")
+    model_dir = tmp_path / "in"
+    save_model(model_dir, tiny(), spec_for("cnn", {"width": 4, "blocks": 1}, synth))
+    base = ["compress", "--model", str(model_dir), "--key", str(tmp_path / "k.pub"), "--out"]
+    sets = [f"--set={s}" for s in (*OFF, *QUICK, "bench.repeats=2")]
+
+    def refused(match: str) -> None:
+        capsys.readouterr()
+        assert main([*base, str(tmp_path / "out"), *sets]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("distill: error:") and match in err[0]
+        assert not (tmp_path / "out").exists()
+
+    refused("is not signed")
+    sign_model(model_dir, tmp_path / "k.key")
+    assert main([*base, str(tmp_path / "ok"), *sets]) == 0  # signed and intact: accepted
+    tamper_and_rehash(model_dir)
+    P.read_spec(model_dir)  # the recomputed sha256 matches: only the signature catches the change
+    refused("model.safetensors changed after signing")
+
+
+def test_compress_key_also_covers_recover_teacher(tiny, synth, tmp_path):
+    from distill.compress.pipeline import compress, load_recipe
+    from distill.trust import generate_keypair, sign_model
+
+    generate_keypair(tmp_path / "k.key", tmp_path / "k.pub")
+    spec = spec_for("cnn", {"width": 4, "blocks": 1}, synth)
+    save_model(tmp_path / "in", tiny(), spec)
+    save_model(tmp_path / "teacher", tiny(width=8), spec_for("cnn", {"width": 8, "blocks": 1}, synth))
+    sign_model(tmp_path / "in", tmp_path / "k.key")
+    cfg = load_recipe(None, [*OFF, *QUICK, f"recover.teacher={tmp_path / 'teacher'}"])
+    with pytest.raises(CheckpointError, match=r"teacher is not signed"):
+        compress(tmp_path / "in", cfg, tmp_path / "out", public_key=tmp_path / "k.pub")
+    assert not (tmp_path / "out").exists()
+
+
+def test_compress_refuses_a_text_model_in_one_line(tiny, tmp_path, capsys):
+    from distill.cli import main
+
+    save_model(tmp_path / "text", tiny(), {"task": "text", "model": "cnn", "num_classes": 4, "kwargs": {}})
+    sets = [f"--set={s}" for s in OFF]  # no optional package needed to reach the check
+    assert main(["compress", "--model", str(tmp_path / "text"), "--out", str(tmp_path / "out"), *sets]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a text model" in err[0] and "image models only" in err[0]
+    assert not (tmp_path / "out").exists()

@@ -95,3 +95,81 @@ def test_auto_student_is_the_smallest_within_the_points():
     assert choose_auto_student(trials, 0.91, 5.0)["trial"] == 1
     assert choose_auto_student(trials, 0.91, 15.0)["trial"] == 2
     assert choose_auto_student(trials, 0.99, 1.0)["trial"] is None
+
+
+# -- a saved teacher: its signature (teacher.public_key) and ensembles ----------------------------------------------
+
+
+def _saved_teacher(directory: Path, width: int = 4) -> Path:
+    from distill import api
+    from distill.artifacts import save_model
+
+    cfg = api.as_config(RECIPE, TINY)
+    data, _ = api.load_data(cfg)
+    cfg.teacher.kwargs = {"width": width, "blocks": 1}
+    save_model(directory, api.build_model(cfg.teacher, data), api.model_spec(cfg.teacher, data))
+    return directory
+
+
+def _tamper_and_rehash(directory: Path) -> None:
+    """Alter the weights and recompute model.json's sha256, so that only a signature can tell."""
+    from safetensors.torch import load_file, save_file
+
+    from distill.artifacts import sha256_file
+
+    state = load_file(str(directory / "model.safetensors"))
+    first = next(iter(state))
+    state[first] = state[first] + 1.0
+    save_file(state, str(directory / "model.safetensors"))
+    spec = json.loads((directory / "model.json").read_text())
+    spec["sha256"] = sha256_file(directory / "model.safetensors")
+    (directory / "model.json").write_text(json.dumps(spec))
+
+
+def test_sweep_refuses_an_unsigned_or_tampered_teacher(tmp_path, capsys):
+    from distill.trust import generate_keypair, sign_model
+
+    generate_keypair(tmp_path / "k.key", tmp_path / "k.pub")
+    teacher = _saved_teacher(tmp_path / "teacher")
+    keyed = [
+        f"teacher.checkpoint={json.dumps(str(teacher))}",
+        f"teacher.public_key={json.dumps(str(tmp_path / 'k.pub'))}",
+    ]
+    out = tmp_path / "sweep"
+    sets = [x for o in [*TINY, *keyed] for x in ("--set", o)]
+    argv = ["sweep", str(RECIPE), "--out", str(out), "--trials", "1", *sets]
+
+    def refused(match: str) -> None:
+        capsys.readouterr()
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("distill: error:") and match in err[0]
+        assert not out.exists()
+
+    refused("is not signed")
+    sign_model(teacher, tmp_path / "k.key")
+    _tamper_and_rehash(teacher)
+    refused("model.safetensors changed after signing")
+
+
+def test_sweep_distils_from_a_signed_ensemble(tmp_path):
+    from distill.trust import generate_keypair, sign_model
+
+    generate_keypair(tmp_path / "k.key", tmp_path / "k.pub")
+    members = [_saved_teacher(tmp_path / "t1", 4), _saved_teacher(tmp_path / "t2", 6)]
+    for m in members:
+        sign_model(m, tmp_path / "k.key")
+    keyed = [
+        f"teacher.ensemble={json.dumps([str(m) for m in members])}",
+        f"teacher.public_key={json.dumps(str(tmp_path / 'k.pub'))}",
+    ]
+    out = tmp_path / "sweep"
+    result = sweep(RECIPE, out, trials=1, overrides=[*TINY, *keyed], html=False, progress=False)
+    assert result["teacher"]["model"] == "ensemble" and result["teacher"]["members"] == [str(m) for m in members]
+    assert [t["state"] for t in result["trials"]] == ["COMPLETE"]
+    assert json.loads((out / "teacher" / "ensemble.json").read_text())["members"] == [str(m) for m in members]
+
+    (tmp_path / "t2" / "model.safetensors").write_bytes(b"")  # a member changed: refused before any work
+    with pytest.raises(Exception, match="changed after signing"):
+        sweep(RECIPE, tmp_path / "again", trials=1, overrides=[*TINY, *keyed], html=False, progress=False)
+    assert not (tmp_path / "again").exists()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import sys
 import time
 from dataclasses import asdict
@@ -150,29 +149,48 @@ def _recipe_identity(text: str) -> Any:
     return raw
 
 
-def prepare_out_dir(out: Path, overwrite: bool, resume: bool, cfg: C.Config) -> None:
-    """Create ``out``; an existing non-empty one is resumed (same recipe only), replaced, or refused."""
+def run_inputs(cfg: C.Config, recipe: str | Path | None = None) -> list[tuple[str, str | Path | None]]:
+    """What a run reads (recipe, teacher, ensemble, key, data root): ``--overwrite`` must never delete them."""
+    return [
+        ("the recipe", recipe),
+        ("the teacher", cfg.teacher.checkpoint),
+        *(("the ensemble member", m) for m in cfg.teacher.ensemble),
+        ("the public key", cfg.teacher.public_key),
+        ("the data root", cfg.data.root),
+    ]
+
+
+def _has_recipe(out: Path) -> bool:
+    """A run directory from before run-directory markers: it holds the recipe (legacy rule for ``--resume``)."""
+    return (out / "config.yaml").is_file()
+
+
+def prepare_out_dir(
+    out: Path,
+    overwrite: bool,
+    resume: bool,
+    cfg: C.Config,
+    *,
+    kind: str = "run",
+    inputs: list[tuple[str, str | Path | None]] | None = None,
+) -> None:
+    """Create ``out`` with the recipe in it; an existing non-empty one is resumed (same recipe only), replaced
+    (only a distill directory none of whose inputs lie in it) or refused: see :mod:`distill.workflow.rundir`."""
+    from distill.workflow import rundir
+
+    inputs = run_inputs(cfg) if inputs is None else inputs
+    action = rundir.prepare(out, kind=kind, overwrite=overwrite, resume=resume, inputs=inputs, resumable=_has_recipe)
     saved = out / "config.yaml"
-    if out.exists() and any(out.iterdir()):
-        if resume:
-            if not saved.exists():  # not a run directory: resuming would mix a run into someone's files
-                raise DistillError(
-                    f"{out} is not a run directory (no config.yaml) and is not empty; nothing to resume there, "
-                    "choose another --out (or --overwrite to replace it)"
-                )
-            if _recipe_identity(saved.read_text()) != _recipe_identity(C.dump_yaml(cfg)):
-                raise ConfigError(
-                    f"{out} was made with a different recipe; resume it with the same one, or choose another --out"
-                )
-            return
-        if not overwrite:
-            raise DistillError(
-                f"{out} already exists and is not empty; pass --resume to continue it, "
-                "--overwrite to replace it, or choose another --out"
+    if action == "resume" and saved.exists():
+        if _recipe_identity(saved.read_text()) != _recipe_identity(C.dump_yaml(cfg)):
+            raise ConfigError(
+                f"{out} was made with a different recipe; resume it with the same one, or choose another --out"
             )
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    saved.write_text(C.dump_yaml(cfg))
+        return
+    try:
+        saved.write_text(C.dump_yaml(cfg))
+    except OSError as e:
+        raise DistillError(f"cannot write {saved}: {e.strerror or e}") from e
 
 
 def fit(
@@ -292,8 +310,14 @@ def run(
     resume: bool = False,
 ) -> dict[str, Any]:
     """The whole pipeline: teacher (trained or loaded) → one student per method → evaluation → report."""
+    recipe_path = cfg if isinstance(cfg, (str, Path)) else None
     recipe_name = Path(cfg).stem if isinstance(cfg, (str, Path)) else "run"
     cfg = as_config(cfg, overrides)
+    inputs = run_inputs(cfg, recipe_path)
+    if out:  # refuse a bad --out now, before minutes of loading (prepare_out_dir checks again)
+        from distill.workflow import rundir
+
+        rundir.check(out, kind="run", overwrite=overwrite, resume=resume, inputs=inputs, resumable=_has_recipe)
     out = Path(out) if out else Path("runs") / f"{recipe_name}-{time.strftime('%Y%m%d-%H%M%S')}"
     t_start = time.perf_counter()
     seed_everything(cfg.seed, cfg.deterministic)
@@ -304,7 +328,7 @@ def run(
     # Build everything once before any training so that a bad name or parameter fails in seconds, not after the teacher.
     validate_recipe(cfg, data, dm)
     if D.is_main():
-        prepare_out_dir(out, overwrite, resume, cfg)
+        prepare_out_dir(out, overwrite, resume, cfg, inputs=inputs)
     D.barrier()
 
     teacher_dir = out / "teacher"

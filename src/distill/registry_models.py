@@ -222,12 +222,18 @@ def fetch(
 ) -> Path:
     """Copy version ``version`` of ``name`` into ``out`` after checking every file's sha256 (and the signature).
 
-    Nothing is written into ``out`` unless all checks pass; an existing non-empty ``out`` needs ``overwrite``.
+    Nothing is written into ``out`` unless all checks pass; an existing non-empty ``out`` needs ``overwrite`` and
+    must be a model directory, not the store nor anything else the fetch reads (:mod:`distill.workflow.rundir`).
     """
+    from distill.workflow import rundir
+
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise DistillError(f"{out} already exists; pass --overwrite to replace it, or choose another --out")
     uri = store_uri(uri)
+    inputs: list[tuple[str, str | Path | None]] = [
+        ("the registry store", uri[len("sqlite:///") :]),
+        ("the public key", public_key),
+    ]
+    rundir.check(out, kind="model", overwrite=overwrite, inputs=inputs)
     client, _ = _client(uri)
     try:
         mv = client.get_model_version(name, str(version))
@@ -243,8 +249,13 @@ def fetch(
         raise CheckpointError(
             f"{name} v{version} carries no file hashes ({TAG}files_sha256); it was not made by distill"
         )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    inputs.append(("the registered files", src_dir))
+    rundir.check(out, kind="model", overwrite=overwrite, inputs=inputs)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staged = Path(tempfile.mkdtemp(prefix=".distill-fetch-", dir=out.parent))
+    except OSError as e:
+        raise DistillError(f"cannot create {out}: {e.strerror or e}") from e
     try:
         for fname in expected:
             if not (src_dir / fname).is_file():
@@ -255,9 +266,7 @@ def fetch(
             from distill.trust import verify_model
 
             verify_model(staged, public_key)
-        if out.exists():
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
-        os.replace(staged, out)
+        rundir.replace_with(out, staged)  # what out held is deleted only once the new files are in place
     finally:
         if staged.exists():
             shutil.rmtree(staged, ignore_errors=True)

@@ -145,6 +145,19 @@ class PruningCallback(Callback):
 # -- the sweep -----------------------------------------------------------------------------------------------------
 
 
+def check_saved_teacher(cfg: C.Config) -> None:
+    """Refuse a saved teacher (or ensemble member) that is missing, has a bad ``model.json`` or, when
+    ``teacher.public_key`` is set, lacks a valid signature by that key — in seconds, before the sweep directory
+    is touched. Loading it later checks again (the files could change in between)."""
+    from distill.artifacts import read_model_spec
+    from distill.trust import verify_model
+
+    for d in cfg.teacher.ensemble or ([cfg.teacher.checkpoint] if cfg.teacher.checkpoint else []):
+        if cfg.teacher.public_key is not None:
+            verify_model(Path(d), cfg.teacher.public_key)
+        read_model_spec(d)
+
+
 class _Context:
     """What every trial shares: the recipe, data, teacher and its predictions."""
 
@@ -157,9 +170,17 @@ class _Context:
         self.shape = (self.data.in_channels, *self.data.image_size)
 
     def _teacher(self) -> tuple[torch.nn.Module, dict[str, Any]]:
+        """The recipe's teacher as :func:`distill.api.run` gets it: an ensemble, a saved model or trained here.
+
+        A saved teacher (or ensemble member) must carry a valid signature by ``teacher.public_key`` when it is set.
+        """
         cfg, tdir = self.cfg, self.out / "teacher"
-        if cfg.teacher.checkpoint:
-            teacher, spec = api.load_teacher(cfg.teacher.checkpoint, self.data)
+        weights = [Path(m) / "model.safetensors" for m in cfg.teacher.ensemble] or [tdir / "model.safetensors"]
+        if cfg.teacher.ensemble:
+            teacher = api.load_ensemble(cfg.teacher.ensemble, self.data, cfg.teacher.public_key)
+            write_json(tdir / "ensemble.json", {"method": "ensemble", "members": list(cfg.teacher.ensemble)})
+        elif cfg.teacher.checkpoint:
+            teacher, spec = api.load_teacher(cfg.teacher.checkpoint, self.data, cfg.teacher.public_key)
             if not (tdir / "done.json").exists():
                 api.finish_stage(teacher, spec, tdir, {"method": "loaded", "source": cfg.teacher.checkpoint})
         else:
@@ -177,11 +198,12 @@ class _Context:
         t_val, y_val = predict(teacher, self.dm.eval_batches(val_split, self.device), self.device)
         row = {
             "name": "teacher",
-            "model": cfg.teacher.model,
+            "model": "ensemble" if cfg.teacher.ensemble else cfg.teacher.model,
+            **({"members": list(cfg.teacher.ensemble)} if cfg.teacher.ensemble else {}),
             "accuracy": classification_metrics(self.t_test, self.y_test)["acc"],
             "val_acc": float((t_val.argmax(1) == y_val).float().mean()),
             "params": count_params(teacher),
-            "size_bytes": size_on_disk(tdir / "model.safetensors"),
+            "size_bytes": sum(size_on_disk(w) for w in weights),
             "latency_ms_b1": latency_ms(teacher, (self.data.in_channels, *self.data.image_size), 1, self.repeats),
         }
         return teacher, row
@@ -313,13 +335,12 @@ def sweep(
         raise ConfigError(f"trials must be >= 1, got {trials}")
     name = Path(recipe).stem if isinstance(recipe, (str, Path)) else "recipe"
     cfg = api.as_config(recipe, [*overrides, "methods=[]"])
+    check_saved_teacher(cfg)  # an unsigned or tampered teacher is refused before anything is written
     out = Path(out) if out else Path("runs") / f"sweep-{name}"
-    if out.exists() and any(out.iterdir()) and not _is_sweep_dir(out):
-        raise ConfigError(
-            f"{out} is not empty and is not a sweep directory; a sweep resumes only its own directory "
-            "(there is no --overwrite): choose another --out"
-        )
-    out.mkdir(parents=True, exist_ok=True)
+    # a sweep always resumes its own directory (there is no --overwrite): a new one, or one a sweep made
+    from distill.workflow import rundir
+
+    rundir.prepare(out, kind="sweep", resume=True, resumable=_is_sweep_dir)
     saved = out / "config.yaml"
     if saved.exists() and saved.read_text() != C.dump_yaml(cfg):
         raise ConfigError(f"{out} holds a sweep of a different recipe; use the same recipe to resume, or another --out")

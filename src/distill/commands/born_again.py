@@ -20,17 +20,21 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import torch
+
     from distill import api
     from distill.born_again import born_again
-    from distill.config import dump_yaml
-    from distill.errors import ConfigError, DistillError
+    from distill.distillers.base import build_distiller
+    from distill.errors import ConfigError
     from distill.models.zoo import create_model
+    from distill.workflow import rundir
 
-    if args.out.exists() and any(args.out.iterdir()) and not args.overwrite:
-        raise DistillError(
-            f"{args.out} already exists and is not empty; pass --overwrite to replace it, or choose another --out"
-        )
+    # Every argument is checked before anything is created: a refused run leaves no directory behind.
+    if args.generations < 1:
+        raise ConfigError(f"--generations must be >= 1, got {args.generations}")
     cfg = api.as_config(args.recipe, args.overrides)
+    inputs = [*api.run_inputs(cfg, args.recipe), ("the teacher", args.teacher)]
+    rundir.check(args.out, kind="born-again", overwrite=args.overwrite, inputs=inputs)  # before minutes of loading
     api.seed_everything(cfg.seed, cfg.deterministic)
     data, dm = api.load_data(cfg)
     teacher, spec = api.load_teacher(args.teacher, data, cfg.teacher.public_key)
@@ -45,15 +49,18 @@ def _run(args: argparse.Namespace) -> int:
             f"no distillation method {args.method or ''!r} in the recipe; it lists "
             f"{[m.label or m.name for m in cfg.methods]}"
         )
-    api.prepare_out_dir(args.out, args.overwrite, False, cfg)
-    (args.out / "config.yaml").write_text(dump_yaml(cfg))
-    device = api.resolve_device(cfg.device)
 
     def make_student():
         return create_model(
             spec["model"], num_classes=spec["num_classes"], in_channels=spec["in_channels"], **spec.get("kwargs", {})
         )
 
+    with torch.random.fork_rng(devices=[]):  # the method and its parameters on the real shapes; RNG untouched
+        build_distiller(
+            chosen.name, make_student(), teacher, dm.input_shape, len(dm.x_train), dm.num_classes, **chosen.params
+        ).close()
+    api.prepare_out_dir(args.out, args.overwrite, False, cfg, kind="born-again", inputs=inputs)
+    device = api.resolve_device(cfg.device)
     results = born_again(
         make_student,
         teacher.to(device),

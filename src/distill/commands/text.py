@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("recipe", type=Path, help="a text recipe, e.g. configs/text.yaml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--out", type=Path, help="the run directory (default: runs/text-<time>)")
-    p.add_argument("--overwrite", action="store_true", help="write into an existing, non-empty --out")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory made by distill")
     p.set_defaults(handler=run)
 
 
@@ -37,15 +37,11 @@ def run_recipe(
     teacher: Path | None = None,
 ) -> int:
     from distill.config import apply_override, parse_override, read_yaml
-    from distill.errors import DistillError
     from distill.report.markdown import print_table
-    from distill.text.pipeline import TextRecipe
+    from distill.text.pipeline import TextRecipe, text_inputs
     from distill.text.pipeline import run as run_text
+    from distill.workflow import rundir
 
-    if out is not None and out.exists() and any(out.iterdir()) and not overwrite:
-        raise DistillError(
-            f"{out} already exists and is not empty; pass --overwrite to replace its report, or choose another --out"
-        )
     raw: dict[str, Any] = read_yaml(recipe)
     for text in overrides:
         apply_override(raw, *parse_override(text))
@@ -53,8 +49,12 @@ def run_recipe(
         raw["students"] = []
     if teacher is not None:
         raw["teacher"] = {"checkpoint": str(teacher)}
+    parsed = TextRecipe.from_dict(raw)
+    inputs = [("the recipe", recipe), *text_inputs(parsed)]
+    if out is not None:  # refuse a bad --out now, before the teacher is loaded (the pipeline creates it)
+        rundir.check(out, kind="text", overwrite=overwrite, inputs=inputs)
     out = out or Path("runs") / f"text-{time.strftime('%Y%m%d-%H%M%S')}"
-    report = run_text(TextRecipe.from_dict(raw), out)
+    report = run_text(parsed, out, overwrite=overwrite, inputs=inputs)
     print_table(report)
     print(f"run directory: {out} (report.html; the models under teacher/ and students/, each with its tokenizer)")
     return 0

@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ from distill.compress import export as E
 from distill.compress import prune as P
 from distill.compress import quantize as Q
 from distill.engine.trainer import OptimSettings
-from distill.errors import CheckpointError, ConfigError, DistillError
+from distill.errors import CheckpointError, ConfigError
 from distill.report.markdown import format_cell as _fmt
 
 
@@ -95,12 +94,25 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | tuple[str
     return C.from_dict(CompressConfig, raw)
 
 
-def load_input(directory: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """A float model directory (plain or pruned); refuses a missing directory or an already quantized model."""
+def load_input(directory: str | Path, public_key: str | Path | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """A float image model directory (plain or pruned), checked before anything is built.
+
+    Refuses a missing directory, a text model, an already quantized model and, with ``public_key``, a directory
+    without a valid signature by that key (see :mod:`distill.trust`; checked before ``model.json`` is read).
+    """
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"model directory {directory} does not exist")
+    if public_key is not None:
+        from distill.trust import verify_model
+
+        verify_model(directory, public_key)
     spec = P.read_spec(directory)
+    task = spec.get("task", "image")
+    if task != "image":
+        raise CheckpointError(
+            f"{directory} is a {task} model (model.json task: {task!r}); distill compress works on image models only"
+        )
     if "quantization" in spec:
         raise CheckpointError(f"{directory} is already quantized; compress its float model instead")
     return P.load_pruned(directory)
@@ -154,16 +166,22 @@ def compress(
     out: str | Path | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     overwrite: bool = False,
+    public_key: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Run the enabled stages on the model in ``model_dir``; returns the report (also written to ``out``)."""
+    """Run the enabled stages on the model in ``model_dir``; returns the report (also written to ``out``).
+
+    With ``public_key``, the input model and ``recover.teacher`` must carry a valid signature by that key.
+    """
     from distill import api
 
     cfg = recipe if isinstance(recipe, CompressConfig) else load_recipe(recipe, overrides)
-    if out is not None and not overwrite and Path(out).exists() and any(Path(out).iterdir()):
-        _prepare_out(Path(out), overwrite)  # refuses now, before minutes of loading
+    inputs = _inputs(model_dir, recipe, cfg, public_key)
+    if out is not None:
+        _prepare_out(Path(out), overwrite, inputs, check_only=True)  # refuses now, before minutes of loading
     t_start = time.perf_counter()
     check_settings(cfg)
-    model, spec = load_input(model_dir)
+    model, spec = load_input(model_dir, public_key)
+    other_teacher = load_input(cfg.recover.teacher, public_key)[0] if cfg.recover.teacher else None
     shape = spec.get("preprocessing", {}).get("input_shape") or [spec["in_channels"], 28, 28]
     check_model(cfg, model, tuple(shape), spec["num_classes"])
     device = api.resolve_device(cfg.device)
@@ -175,11 +193,11 @@ def compress(
             f"{data.name} has {data.num_classes} classes x {data.in_channels} channels"
         )
     out = Path(out) if out else Path("runs") / f"compress-{time.strftime('%Y%m%d-%H%M%S')}"
-    _prepare_out(out, overwrite)
+    _prepare_out(out, overwrite, inputs)
     (out / "recipe.yaml").write_text(_dump(cfg))
 
     run = _Run(cfg, dm, data, device, out)
-    teacher = P.load_pruned(cfg.recover.teacher)[0] if cfg.recover.teacher else copy.deepcopy(model)
+    teacher = other_teacher if other_teacher is not None else copy.deepcopy(model)
     run.teacher_logits = run.test_logits(model)
     run.add("input", model, Path(model_dir) / "model.safetensors", source=str(model_dir))
     current, cur_spec = copy.deepcopy(model).requires_grad_(True), spec
@@ -207,14 +225,27 @@ def compress(
     return report
 
 
-def _prepare_out(out: Path, overwrite: bool) -> None:
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise DistillError(
-                f"{out} already exists and is not empty; pass --overwrite to replace it or choose another --out"
-            )
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+def _inputs(
+    model_dir: str | Path, recipe: Any, cfg: CompressConfig, public_key: str | Path | None
+) -> list[tuple[str, str | Path | None]]:
+    """What a compress run reads: ``--overwrite`` must never delete them."""
+    return [
+        ("the input model", model_dir),
+        ("the recipe", recipe if isinstance(recipe, (str, Path)) else None),
+        ("the recovery teacher", cfg.recover.teacher),
+        ("the data root", cfg.data.root),
+        ("the public key", public_key),
+    ]
+
+
+def _prepare_out(
+    out: Path, overwrite: bool, inputs: list[tuple[str, str | Path | None]] | None = None, check_only: bool = False
+) -> None:
+    """Create (or, with ``overwrite``, replace) the output directory; see :mod:`distill.workflow.rundir`."""
+    from distill.workflow import rundir
+
+    step = rundir.check if check_only else rundir.prepare
+    step(out, kind="compress", overwrite=overwrite, inputs=inputs or ())
 
 
 def _dump(cfg: CompressConfig) -> str:

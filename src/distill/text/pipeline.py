@@ -248,12 +248,40 @@ def evaluate(model: nn.Module, dm: TextDataModule, split: str = "test", teacher_
     return classification_metrics(logits, y, teacher_logits)
 
 
-def run(recipe: TextRecipe, out: Path | None = None, log: Any = print) -> dict[str, Any]:
+def text_inputs(recipe: TextRecipe) -> list[tuple[str, str | Path | None]]:
+    """What a text run reads (teacher, key, data files, cache): ``--overwrite`` must never delete them."""
+    t, d = recipe.teacher, recipe.data
+    model = t.get("model", "minilm")
+    return [
+        ("the teacher", t.get("checkpoint")),
+        ("the public key", t.get("public_key")),
+        ("the teacher model", model if isinstance(model, str) and model != "minilm" else None),
+        *((f"the data file ({k})", d[k]) for k in ("path", "train", "test") if isinstance(d.get(k), str)),
+        ("the cache", recipe.cache_dir),
+    ]
+
+
+def _prepare_out(out: Path, overwrite: bool, inputs: Sequence[tuple[str, str | Path | None]]) -> None:
+    from distill.workflow import rundir
+
+    rundir.prepare(out, kind="text", overwrite=overwrite, inputs=inputs)
+
+
+def run(
+    recipe: TextRecipe,
+    out: Path | None = None,
+    log: Any = print,
+    *,
+    overwrite: bool = False,
+    inputs: Sequence[tuple[str, str | Path | None]] = (),
+) -> dict[str, Any]:
     """Teacher, then every student of the recipe; returns the report (the image runs' schema).
 
     With ``out``, writes a run directory like an image run's: ``teacher/`` and ``students/<name>/`` (each
     ``model.safetensors`` + ``model.json``, its ``tokenizer/``, ``test_logits.safetensors``, ``metrics.jsonl`` when
-    trained here), ``report.json``, ``report.md``, ``report.html`` and ``manifest.json``.
+    trained here), ``report.json``, ``report.md``, ``report.html`` and ``manifest.json``. ``out`` is created once
+    the recipe is checked (see :mod:`distill.workflow.rundir`): an existing non-empty one only with ``overwrite``,
+    and only when distill made it and none of ``inputs`` (besides the recipe's own) lies in it.
     """
     from distill.artifacts import versions, write_manifest
     from distill.engine.callbacks import MetricsLogger
@@ -269,8 +297,15 @@ def run(recipe: TextRecipe, out: Path | None = None, log: Any = print) -> dict[s
         data, tok, recipe.batch_size, recipe.max_length, seed=recipe.seed, cache_dir=Path(recipe.cache_dir) / "tokens"
     )
     names, augment = check_students(recipe)  # the whole recipe is checked before the first minute of training
+    # out is made once the recipe is checked: before fine-tuning (its metrics go there), else after a saved teacher
+    # passed its checks, so that a refused teacher leaves no directory behind
+    loads_teacher = bool(recipe.teacher.get("checkpoint"))
+    if out is not None and not loads_teacher:
+        _prepare_out(out, overwrite, [*inputs, *text_inputs(recipe)])
     t_log = MetricsLogger(out / "teacher" / "metrics.jsonl") if out else None
     teacher, t_info = get_teacher(recipe, dm, data, log, t_log)
+    if out is not None and loads_teacher:
+        _prepare_out(out, overwrite, [*inputs, *text_inputs(recipe)])
     y_test = dm.split("test")[1]
     t_test = predict_split(teacher, dm, "test")
     seq = round(dm.mean_length("test"))
