@@ -262,3 +262,23 @@ def test_teacher_features_in_a_pipeline(cnn):
     )
     pipe.fit(data.x_train.numpy(), data.y_train.numpy())
     assert pipe.score(data.x_test.numpy(), data.y_test.numpy()) > 0.8  # random conv features separate prototypes
+
+
+def test_teacher_features_public_key_checks_the_directory_signature(cnn, tmp_path):
+    from sklearn.base import clone
+
+    from distill.artifacts import save_model
+    from distill.errors import CheckpointError, ConfigError
+    from distill.trust import generate_keypair, sign_model
+
+    spec = {"model": "cnn", "kwargs": {"width": 4, "blocks": 1}, "num_classes": 4, "in_channels": 1}
+    save_model(tmp_path / "t", cnn, {**spec, "preprocessing": {"input_shape": [1, 12, 12]}})
+    generate_keypair(tmp_path / "k.key", tmp_path / "k.pub")
+    x = np.random.default_rng(2).integers(0, 256, size=(6, 144), dtype=np.uint8)
+    tf = TeacherFeatures(str(tmp_path / "t"), public_key=str(tmp_path / "k.pub"))
+    with pytest.raises(CheckpointError, match="is not signed"):
+        clone(tf).fit(x)  # clone keeps public_key: a grid search checks every copy
+    sign_model(tmp_path / "t", tmp_path / "k.key")
+    np.testing.assert_array_equal(tf.fit_transform(x), TeacherFeatures(str(tmp_path / "t")).fit_transform(x))
+    with pytest.raises(ConfigError, match=r"model is an nn\.Module"):
+        TeacherFeatures(cnn, public_key=str(tmp_path / "k.pub")).fit(x)

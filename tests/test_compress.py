@@ -368,3 +368,30 @@ def test_compress_refuses_a_text_model_in_one_line(tiny, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is a text model" in err[0] and "image models only" in err[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_save_quantized_writes_format_and_sha256_and_load_compressed_checks_the_key(synth, tmp_path):
+    import json
+
+    from distill.artifacts import MODEL_FORMAT, sha256_file
+    from distill.compress import load_compressed
+    from distill.trust import generate_keypair, sign_model
+
+    torch.manual_seed(0)
+    mlp = create_model("mlp", num_classes=4, in_channels=1, hidden=[16]).eval()
+    q = Q.quantize_dynamic(mlp)
+    stale = {**spec_for("mlp", {"hidden": [16]}, synth), "format": 99, "sha256": "0" * 64}
+    Q.save_quantized(tmp_path / "q", q, stale)
+    meta = json.loads((tmp_path / "q" / "model.json").read_text())
+    assert meta["format"] == MODEL_FORMAT and meta["sha256"] == sha256_file(tmp_path / "q" / "model.safetensors")
+    generate_keypair(tmp_path / "k.key", tmp_path / "k.pub")
+    with pytest.raises(CheckpointError, match="is not signed"):
+        load_compressed(tmp_path / "q", public_key=tmp_path / "k.pub")
+    sign_model(tmp_path / "q", tmp_path / "k.key")
+    model, spec = load_compressed(tmp_path / "q", public_key=tmp_path / "k.pub")
+    x = synth.x_test[:8].float()
+    with torch.no_grad():
+        assert torch.equal(model(x), q.model(x)) and spec["quantization"]["mode"] == "dynamic"
+    (tmp_path / "q" / "notes.txt").write_text("added after signing\n")
+    with pytest.raises(CheckpointError, match=r"notes\.txt not covered by the signature"):
+        load_compressed(tmp_path / "q", public_key=tmp_path / "k.pub")

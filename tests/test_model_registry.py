@@ -10,7 +10,7 @@ import torch
 from distill.artifacts import load_model, save_model, sha256_file
 from distill.cli import main
 from distill.models.zoo import create_model
-from distill.trust import fingerprint, generate_keypair
+from distill.trust import fingerprint, generate_keypair, sign_model, verify_model
 
 pytest.importorskip("mlflow")
 
@@ -146,3 +146,86 @@ def test_bad_requests_are_one_line_errors(store, tmp_path, capsys):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and pattern in err[0], (argv, err)
+
+
+def tree(directory):
+    return {p.relative_to(directory).as_posix(): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def text_like(directory, seed, key=None):
+    """A model directory with a subfolder, as a text model's ``tokenizer/``; signed with ``key`` when given."""
+    save_model(directory, tiny(seed), spec())
+    (directory / "tokenizer").mkdir()
+    (directory / "tokenizer" / "tokenizer.json").write_text('{"model": {"vocab": {"[PAD]": 0, "good": 1}}}\n')
+    if key is not None:
+        sign_model(directory, key)
+    return directory
+
+
+@pytest.mark.parametrize("sign", ["before", "on-register"])
+def test_signed_model_with_a_subfolder_round_trips_and_tampering_is_refused(store, tmp_path, capsys, sign):
+    base, uri, pub = store["base"], store["uri"], str(store["pub"])
+    name = f"texty-{sign}"
+    src = text_like(tmp_path / "src", 5, base / "k.key" if sign == "before" else None)
+    before = tree(src)
+    extra = ["--key", str(base / "k.key")] if sign == "on-register" else []
+    assert main(["register", str(src), "--name", name, "--uri", uri, *extra]) == 0
+    assert tree(src) == before  # the user's directory is not changed
+    files = json.loads(version(store, name, 1).tags["distill.files_sha256"])
+    assert sorted(files) == ["model.json", "model.safetensors", "signature.json", "tokenizer/tokenizer.json"]
+    out = tmp_path / "fetched"
+    fetch = ["models", "fetch", name, "--version", "1", "--uri", uri, "--key", pub]
+    assert main([*fetch, "--out", str(out)]) == 0
+    got = tree(out)
+    if sign == "before":
+        assert got == before  # identical, file by file
+    else:  # the copy was signed on registration: the same files plus its new signature
+        assert {k: v for k, v in got.items() if k != "signature.json"} == before
+    assert sorted(verify_model(out, pub)) == ["model.json", "model.safetensors", "tokenizer/tokenizer.json"]
+    registered = Path(unquote(urlparse(version(store, name, 1).source).path))
+    (registered / "tokenizer" / "tokenizer.json").write_text('{"model": {"vocab": {"[PAD]": 0, "bad": 1}}}\n')
+    capsys.readouterr()
+    assert main([*fetch, "--out", str(tmp_path / "again")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "tokenizer/tokenizer.json" in err[0] and "tampered" in err[0], err
+    assert not (tmp_path / "again").exists()
+
+
+def test_register_refuses_a_directory_that_no_longer_matches_its_signature(store, tmp_path, capsys):
+    key, uri = str(store["base"] / "k.key"), store["uri"]
+    added = text_like(tmp_path / "added", 6, key)
+    (added / "tokenizer" / "vocab.txt").write_text("[PAD]\n")
+    changed = text_like(tmp_path / "changed", 6, key)
+    (changed / "tokenizer" / "tokenizer.json").write_text("{}\n")
+    nohash = tmp_path / "nohash"
+    save_model(nohash, tiny(6), spec())
+    meta = json.loads((nohash / "model.json").read_text())
+    del meta["sha256"]
+    (nohash / "model.json").write_text(json.dumps(meta))
+    cases = [
+        ([str(added)], "tokenizer/vocab.txt not covered by the signature"),
+        ([str(added), "--key", key], None),  # re-signing a copy covers the added file
+        ([str(changed)], "tokenizer/tokenizer.json changed after signing"),
+        ([str(changed), "--key", key], "tokenizer/tokenizer.json changed after signing"),  # never vouch for it
+        ([str(nohash)], "records no sha256"),
+    ]
+    for args, pattern in cases:
+        capsys.readouterr()
+        code = main(["register", *args, "--name", "refused", "--uri", uri])
+        err = capsys.readouterr().err.strip().splitlines()
+        if pattern is None:
+            assert code == 0, err
+        else:
+            assert code == 2 and len(err) == 1 and pattern in err[0], (args, err)
+    # a version whose file list was edited to reach outside the fetched directory is refused before any copy
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    files = json.loads(version(store, "refused", 1).tags["distill.files_sha256"])
+    client.set_model_version_tag("refused", "1", "distill.files_sha256", json.dumps({**files, "../escape": "0" * 64}))
+    capsys.readouterr()
+    out = tmp_path / "out"
+    assert main(["models", "fetch", "refused", "--version", "1", "--out", str(out), "--uri", uri]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'../escape' is not a plain relative path" in err[0], err
+    assert not out.exists() and not (tmp_path / "escape").exists()

@@ -20,6 +20,7 @@ from distill.text import data as D  # noqa: E402
 from distill.text.models import BiLSTMClassifier, HFClassifier, TextCNN  # noqa: E402
 from distill.text.pipeline import TextRecipe, run  # noqa: E402
 from distill.text.saving import save_text_model  # noqa: E402
+from distill.trust import generate_keypair, sign_model  # noqa: E402
 
 GOOD, BAD = "good great fine fun lovely".split(), "bad awful dull poor boring".split()
 FILLER = "the movie was very a film plot acting is".split()
@@ -32,6 +33,9 @@ def tiny_teacher(tmp_path_factory):
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *GOOD, *BAD, *FILLER]
     (d / "vocab.txt").write_text("\n".join(vocab) + "\n")
     tok = transformers.BertTokenizerFast(vocab_file=str(d / "vocab.txt"))
+    if len(tok) != len(vocab):  # transformers 5 ignores vocab_file (every word would be [UNK]); it takes the map
+        tok = transformers.BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)})
+    assert tok("good movie")["input_ids"] == [2, vocab.index("good"), vocab.index("movie"), 3]
     tok.save_pretrained(str(d))
     torch.manual_seed(0)
     cfg = transformers.BertConfig(
@@ -165,7 +169,17 @@ def test_train_then_distill_a_text_recipe_through_the_image_commands(tmp_path, t
     assert main(["train", str(tmp_path / "r.yaml"), "--out", str(tmp_path / "t")]) == 0
     t = json.loads((tmp_path / "t" / "report.json").read_text())
     assert t["students"] == [] and t["teacher"]["method"] == "fine-tuned"
-    assert main(["distill", str(tmp_path / "r.yaml"), "--teacher", str(tmp_path / "t" / "teacher"),
+    # with teacher.public_key in the recipe, --teacher DIR keeps it: an unsigned teacher is refused, before --out
+    generate_keypair(tmp_path / "k.key", tmp_path / "k.pub")
+    raw["teacher"]["public_key"] = str(tmp_path / "k.pub")
+    (tmp_path / "r-key.yaml").write_text(yaml.safe_dump(raw))
+    capsys.readouterr()
+    assert main(["distill", str(tmp_path / "r-key.yaml"), "--teacher", str(tmp_path / "t" / "teacher"),
+                 "--out", str(tmp_path / "d")]) == 2  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not signed" in err[0] and not (tmp_path / "d").exists(), err
+    sign_model(tmp_path / "t" / "teacher", tmp_path / "k.key")  # its tokenizer/ included
+    assert main(["distill", str(tmp_path / "r-key.yaml"), "--teacher", str(tmp_path / "t" / "teacher"),
                  "--out", str(tmp_path / "d")]) == 0  # fmt: skip
     d = json.loads((tmp_path / "d" / "report.json").read_text())
     assert d["teacher"]["method"] == "loaded" and d["teacher"]["accuracy"] == t["teacher"]["accuracy"]
@@ -178,6 +192,37 @@ def test_train_then_distill_a_text_recipe_through_the_image_commands(tmp_path, t
     assert main(["distill", str(tmp_path / "r.yaml"), "--teacher", str(tmp_path / "t" / "teacher"),
                  "--out", str(tmp_path / "e")]) == 2  # fmt: skip
     assert "sha256" in capsys.readouterr().err and not (tmp_path / "e").exists()
+
+
+def test_signed_teacher_with_an_altered_tokenizer_is_refused_before_anything_is_read(
+    tmp_path, tiny_teacher, monkeypatch
+):
+    from distill.text import pipeline
+    from distill.text.models import load_hf_classifier
+
+    saved = tmp_path / "saved"
+    save_text_model(saved, load_hf_classifier(tiny_teacher, num_labels=2), ["neg", "pos"], {"method": "loaded"})
+    transformers.AutoTokenizer.from_pretrained(str(tiny_teacher)).save_pretrained(str(saved / "tokenizer"))
+    generate_keypair(tmp_path / "k.key", tmp_path / "k.pub")
+    sign_model(saved, tmp_path / "k.key")
+    tok = saved / "tokenizer" / "tokenizer.json"
+    text = tok.read_text()
+    assert '"[UNK]": 1' in text
+    tok.write_text(text.replace('"[UNK]": 1', '"[UNK]": 4'))  # a vocabulary swap, weights untouched
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the teacher directory was read before its signature was checked")
+
+    monkeypatch.setattr(pipeline, "load_tokenizer", must_not_run)
+    monkeypatch.setattr(pipeline, "load_data", must_not_run)
+    teacher = {"checkpoint": str(saved), "public_key": str(tmp_path / "k.pub")}
+    raw = recipe(tmp_path, tiny_teacher, teacher=teacher)
+    with pytest.raises(DistillError, match=r"tokenizer/tokenizer.json changed after signing"):
+        run(TextRecipe.from_dict(raw), tmp_path / "run", log=lambda *a: None)
+    assert not (tmp_path / "run").exists()
+    bad = recipe(tmp_path, tiny_teacher, teacher={"checkpoint": str(saved), "public_key": 3})
+    with pytest.raises(DistillError, match=r"teacher\.public_key must be a path"):
+        run(TextRecipe.from_dict(bad), tmp_path / "run", log=lambda *a: None)
 
 
 def test_the_shipped_text_recipe_is_valid():

@@ -1,12 +1,13 @@
 """Named, numbered model versions in MLflow's model registry, with their lineage; local stores only.
 
-``register`` copies a model directory's files (``model.json``, ``model.safetensors`` and, when signed, every file
-the signature covers plus ``signature.json``) into an MLflow run's artefacts beside a local SQLite store and
-creates a version of the registered model pointing at them. Lineage is kept as version tags (``distill.*``): the
-teacher (path, weights sha256 and, when it is registered too, its name and version), the recipe of the run the
-model came from, the data fingerprint, the weights sha256, the sha256 of every registered file and the signer.
-``fetch`` copies a version out and refuses it unless every file still has its registered sha256 (and, with a
-public key, a valid signature).
+``register`` copies a model directory's whole tree (``model.json``, ``model.safetensors`` and every other file by
+its relative path, e.g. a text model's ``tokenizer/``; a signed directory must match its signature exactly) into an
+MLflow run's artefacts beside a local SQLite store and creates a version of the registered model pointing at them.
+Lineage is kept as version tags (``distill.*``): the teacher (path, weights sha256 and, when it is registered too,
+its name and version), the recipe of the run the model came from, the data fingerprint, the weights sha256, the
+sha256 of every registered file (by relative POSIX path) and the signer. ``fetch`` copies a version out, subfolders
+included, and refuses it unless every file still has its registered sha256 (and, with a public key, a valid
+signature).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from distill.artifacts import sha256_file
+from distill.artifacts import read_model_spec, sha256_file
 from distill.errors import CheckpointError, ConfigError, DistillError
 
 EXPERIMENT = "distill-registry"
@@ -65,21 +66,75 @@ def _client(uri: str) -> tuple[Any, str]:
     return client, exp_id
 
 
-def _model_files(directory: Path) -> list[Path]:
-    """What a version holds: the model files, or everything a signature covers (so it still verifies)."""
+def _tree(directory: Path) -> dict[str, Path]:
+    """Every regular file under ``directory`` by relative POSIX path, sorted; a symbolic link is refused."""
+    files: dict[str, Path] = {}
+    for root, dirs, names in os.walk(directory, followlinks=False):
+        base = Path(root)
+        for name in sorted(dirs + names):
+            p = base / name
+            rel = p.relative_to(directory).as_posix()
+            if p.is_symlink():
+                raise CheckpointError(
+                    f"{directory}: {rel} is a symbolic link; a registered model directory holds regular files only "
+                    "(copy the file in its place)"
+                )
+            if name in names:
+                if not p.is_file():
+                    raise CheckpointError(f"{directory}: {rel} is not a regular file; it cannot be registered")
+                files[rel] = p
+    return dict(sorted(files.items()))
+
+
+def _model_files(directory: Path, resign: bool = False) -> dict[str, Path]:
+    """What a version holds: every file of the model directory tree, by relative POSIX path.
+
+    A signed directory must match its signature exactly (no file changed, missing or added), so that the registered
+    copy still verifies; with ``resign`` its ``signature.json`` is left out (the copy is signed anew), but a
+    directory that no longer matches its signature is still refused: re-signing would vouch for tampered files.
+    """
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory} is not a model directory (it does not exist)")
     if not (directory / "model.json").is_file() or not (directory / "model.safetensors").is_file():
         raise CheckpointError(f"{directory} is not a model directory (expected model.json and model.safetensors)")
-    sig = directory / "signature.json"
-    if not sig.is_file():
-        return [directory / "model.json", directory / "model.safetensors"]
+    files = _tree(directory)
+    sig = files.get("signature.json")
+    if sig is None:
+        return files
     try:
-        signed = json.loads(sig.read_text())["files"]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise CheckpointError(f"{sig} is malformed ({e}); re-sign the model or register it with --key") from e
+        body = json.loads(sig.read_text(encoding="utf-8"))
+        version, signed = body.get("format", 1), body["files"]
+        if not isinstance(signed, dict) or not all(isinstance(v, str) for v in signed.values()):
+            raise TypeError("'files' must map paths to sha256 strings")
+        if not isinstance(body.get("signer"), str):
+            raise TypeError("'signer' must be a key fingerprint")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, KeyError, TypeError) as e:
+        raise CheckpointError(
+            f"{sig} is malformed ({e}); re-sign the model (`distill sign {directory} --key KEY --overwrite`) "
+            "or remove signature.json"
+        ) from e
     for name, digest in signed.items():
-        if not (directory / name).is_file() or sha256_file(directory / name) != digest:
+        if name not in files:
+            raise CheckpointError(f"{directory}: {name} is signed but missing; re-sign the model or restore the file")
+        if sha256_file(files[name]) != digest:
             raise CheckpointError(f"{directory}: {name} changed after signing (tampered or corrupted); not registered")
-    return [directory / n for n in sorted(signed)] + [sig]
+    if resign:
+        return {n: f for n, f in files.items() if n != "signature.json"}
+    from distill.trust import FORMAT
+
+    if version != FORMAT:
+        raise CheckpointError(
+            f"{sig} is a format-{version} signature, which `models fetch --key` refuses; re-sign the directory with "
+            f"`distill sign {directory} --key KEY --overwrite` or register it with --key"
+        )
+    added = [n for n in files if n not in signed and n != "signature.json"]
+    if added:
+        more = f" and {len(added) - 5} more" if len(added) > 5 else ""
+        raise CheckpointError(
+            f"{directory}: {', '.join(added[:5])}{more} not covered by the signature (added after signing); "
+            "remove them, re-sign the directory, or register it with --key"
+        )
+    return files
 
 
 def _run_dir(directory: Path) -> Path | None:
@@ -92,10 +147,8 @@ def _run_dir(directory: Path) -> Path | None:
 def lineage(directory: Path, client: Any = None) -> dict[str, str]:
     """The ``distill.*`` tags of a model directory: teacher, recipe, data, weights and signer."""
     directory = Path(directory).resolve()
-    spec = json.loads((directory / "model.json").read_text())
-    weights = sha256_file(directory / "model.safetensors")
-    if spec.get("sha256") and spec["sha256"] != weights:
-        raise CheckpointError(f"{directory / 'model.safetensors'} does not match the sha256 in model.json")
+    spec = read_model_spec(directory)  # refuses a model.json without sha256 or weights that do not match it
+    weights = spec["sha256"]
     tags = {
         "weights_sha256": weights,
         "model": str(spec.get("model", "")),
@@ -152,25 +205,23 @@ def register(
     model_dir = Path(model_dir)
     if not name or any(c in name for c in "/\\'\""):
         raise ConfigError(f"model name {name!r} must be non-empty, without slashes or quotes")
-    files = _model_files(model_dir)
+    files = _model_files(model_dir, resign=private_key is not None)
     uri = store_uri(uri)
     with tempfile.TemporaryDirectory(prefix="distill-register-") as tmp:
         staged = Path(tmp) / "model"
         staged.mkdir()
-        for f in files:
-            shutil.copy2(f, staged / f.name)
+        for rel, f in files.items():  # by relative path: subfolders such as tokenizer/ are kept
+            (staged / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, staged / rel)
         if private_key is not None:
             from distill.trust import sign_model
 
-            for f in staged.iterdir():
-                if f.name not in ("model.json", "model.safetensors"):
-                    f.unlink()  # the new signature covers the model files alone
-            sign_model(staged, private_key)
+            sign_model(staged, private_key)  # the new signature covers the whole copied tree
         client, exp = _client(uri)
         tags = lineage(model_dir, client)
         sig = staged / "signature.json"
         tags["signer"] = json.loads(sig.read_text())["signer"] if sig.is_file() else ""
-        tags["files_sha256"] = json.dumps({f.name: sha256_file(f) for f in sorted(staged.iterdir())}, sort_keys=True)
+        tags["files_sha256"] = json.dumps({rel: sha256_file(f) for rel, f in _tree(staged).items()}, sort_keys=True)
         tags["source_dir"] = str(model_dir.resolve())
         run = client.create_run(exp, run_name=f"register-{name}")
         run_id = run.info.run_id
@@ -244,11 +295,7 @@ def fetch(
     if src.scheme != "file":
         raise DistillError(f"{name} v{version} is stored at {mv.source}, which is not a local file location")
     src_dir = Path(unquote(src.path))
-    expected = json.loads(mv.tags.get(TAG + "files_sha256", "{}"))
-    if not expected:
-        raise CheckpointError(
-            f"{name} v{version} carries no file hashes ({TAG}files_sha256); it was not made by distill"
-        )
+    expected = _registered_files(mv.tags.get(TAG + "files_sha256"), f"{name} v{version}")
     inputs.append(("the registered files", src_dir))
     rundir.check(out, kind="model", overwrite=overwrite, inputs=inputs)
     try:
@@ -257,10 +304,11 @@ def fetch(
     except OSError as e:
         raise DistillError(f"cannot create {out}: {e.strerror or e}") from e
     try:
-        for fname in expected:
-            if not (src_dir / fname).is_file():
-                raise CheckpointError(f"{name} v{version}: {fname} is missing from {src_dir}")
-            shutil.copy2(src_dir / fname, staged / fname)
+        for rel in expected:  # restored by relative path, subfolders included
+            if not (src_dir / rel).is_file():
+                raise CheckpointError(f"{name} v{version}: {rel} is missing from {src_dir}")
+            (staged / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src_dir / rel, staged / rel)
         _check(staged, expected, mv.tags.get(TAG + "weights_sha256"), f"{name} v{version}")
         if public_key is not None:
             from distill.trust import verify_model
@@ -273,13 +321,44 @@ def fetch(
     return out
 
 
+def _registered_files(text: str | None, what: str) -> dict[str, str]:
+    """The ``files_sha256`` tag: ``{relative POSIX path: sha256}``; paths that could leave the directory are refused."""
+    if not text:
+        raise CheckpointError(f"{what} carries no file hashes ({TAG}files_sha256); it was not made by distill")
+    try:
+        files = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{what}: the {TAG}files_sha256 tag is not JSON ({e}); it was altered") from e
+    if not isinstance(files, dict) or not files or not all(isinstance(v, str) for v in files.values()):
+        raise CheckpointError(f"{what}: the {TAG}files_sha256 tag is not a map of file names to sha256; it was altered")
+    for rel in files:
+        parts = rel.split("/")
+        if rel.startswith("/") or any(p in ("", ".", "..") for p in parts):
+            raise CheckpointError(
+                f"{what}: registered file name {rel!r} is not a plain relative path inside the model directory; "
+                "the version's tags were altered"
+            )
+    if "model.json" not in files or "model.safetensors" not in files:
+        raise CheckpointError(f"{what}: the registered files lack model.json or model.safetensors; it was altered")
+    return files
+
+
 def _check(directory: Path, expected: dict[str, str], weights: str | None, what: str) -> None:
     changed = sorted(n for n, d in expected.items() if sha256_file(directory / n) != d)
     if changed:
         raise CheckpointError(
             f"{what}: {', '.join(changed)} no longer match the registered sha256 (tampered or corrupted)"
         )
-    spec = json.loads((directory / "model.json").read_text())
+    try:
+        spec = json.loads((directory / "model.json").read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{what}: model.json is not valid JSON ({e})") from e
+    digest = spec.get("sha256") if isinstance(spec, dict) else None
+    if not isinstance(digest, str) or not digest:
+        raise CheckpointError(
+            f"{what}: model.json records no sha256 of model.safetensors, so the weights cannot be checked "
+            "(distill always writes one)"
+        )
     actual = sha256_file(directory / "model.safetensors")
-    if actual != weights or spec.get("sha256", actual) != actual:
+    if actual != weights or digest != actual:
         raise CheckpointError(f"{what}: model.safetensors does not match its registered sha256")

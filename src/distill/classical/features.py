@@ -42,6 +42,8 @@ class TeacherFeatures(TransformerMixin, BaseEstimator):
         batch_size: inputs per forward pass.
         device: ``"cpu"``, ``"cuda"``, ``"auto"`` ...
         cache: keep outputs in memory, keyed by a hash of the input array.
+        public_key: an ed25519 public key (PEM); a model directory must then carry a valid signature by it
+            (:mod:`distill.trust`), checked in ``fit`` before anything of the directory is read.
     """
 
     def __init__(
@@ -55,6 +57,7 @@ class TeacherFeatures(TransformerMixin, BaseEstimator):
         batch_size: int = 512,
         device: str = "cpu",
         cache: bool = True,
+        public_key: str | Path | None = None,
     ) -> None:
         self.model = model
         self.layer = layer
@@ -65,16 +68,22 @@ class TeacherFeatures(TransformerMixin, BaseEstimator):
         self.batch_size = batch_size
         self.device = device
         self.cache = cache
+        self.public_key = public_key
 
     def fit(self, X: Any = None, y: Any = None) -> TeacherFeatures:
         """Load the model and settle the preprocessing; the features depend on nothing learned from ``X``."""
         spec: dict[str, Any] = {}
         if isinstance(self.model, nn.Module):
+            if self.public_key is not None:
+                raise ConfigError(
+                    "public_key checks the signature of a model directory, but model is an nn.Module; "
+                    "pass the model's directory instead (or drop public_key)"
+                )
             model = self.model
         elif isinstance(self.model, (str, Path)):
             from distill.artifacts import load_model
 
-            model, spec = load_model(Path(self.model))
+            model, spec = load_model(Path(self.model), public_key=self.public_key)  # signature checked first
         else:
             raise TypeError(f"model must be an nn.Module or a model directory, got {type(self.model).__name__}")
         pre = spec.get("preprocessing", {})

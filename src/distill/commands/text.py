@@ -47,8 +47,9 @@ def run_recipe(
         apply_override(raw, *parse_override(text))
     if teacher_only:
         raw["students"] = []
-    if teacher is not None:
-        raw["teacher"] = {"checkpoint": str(teacher)}
+    if teacher is not None:  # the recipe's other teacher keys stay: public_key must still be checked
+        recipe_teacher = raw.get("teacher")
+        raw["teacher"] = {**(recipe_teacher if isinstance(recipe_teacher, dict) else {}), "checkpoint": str(teacher)}
     parsed = TextRecipe.from_dict(raw)
     inputs = [("the recipe", recipe), *text_inputs(parsed)]
     if out is not None:  # refuse a bad --out now, before the teacher is loaded (the pipeline creates it)

@@ -32,8 +32,16 @@ from distill.compress.quantize import (
 )
 
 
-def load_compressed(directory: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Load any model directory: plain, pruned (architecture patch) or quantized (rebuilt from its stored state)."""
+def load_compressed(directory: str | Path, public_key: str | Path | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Load any model directory: plain, pruned (architecture patch) or quantized (rebuilt from its stored state).
+
+    With ``public_key``, the directory must carry a valid signature by that key (see :mod:`distill.trust`), checked
+    before anything of it is read.
+    """
+    if public_key is not None:
+        from distill.trust import verify_model
+
+        verify_model(directory, public_key)
     if "quantization" in read_spec(directory):
         return load_quantized(directory)
     return load_pruned(directory)

@@ -33,7 +33,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from distill.artifacts import atomic_write, sha256_file, write_json
+from distill.artifacts import MODEL_FORMAT, atomic_write, sha256_file, write_json
 from distill.errors import CheckpointError, ConfigError, DistillError
 
 MODES = ("static", "dynamic", "qat")
@@ -177,14 +177,18 @@ def rebuild(
 
 
 def save_quantized(directory: str | Path, q: Quantized, spec: dict[str, Any]) -> Path:
-    """``model.safetensors`` (prepared state) + ``model.json`` (``spec`` of the float model + ``quantization``)."""
+    """``model.safetensors`` (prepared state) + ``model.json`` (``spec`` of the float model + ``quantization``).
+
+    Like :func:`distill.artifacts.save_model`, ``model.json`` always gets ``format``
+    (:data:`~distill.artifacts.MODEL_FORMAT`) and the weights' ``sha256``, overriding any in ``spec``.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    spec = {k: v for k, v in spec.items() if k != "sha256"}
+    spec = {k: v for k, v in spec.items() if k not in ("format", "sha256")}
     spec["quantization"] = {"format": QUANT_FORMAT, "mode": q.mode, "backend": q.backend, **q.info}
     weights = directory / "model.safetensors"
     atomic_write(weights, lambda tmp: save_file(q.state, tmp, metadata={"distill_quantization": q.mode}))
-    write_json(directory / "model.json", {**spec, "sha256": sha256_file(weights)})
+    write_json(directory / "model.json", {**spec, "format": MODEL_FORMAT, "sha256": sha256_file(weights)})
     return weights
 
 

@@ -92,6 +92,26 @@ def teacher_dir(spec: dict[str, Any]) -> Path:
     return minilm_path() if model == "minilm" else Path(model)
 
 
+def verify_teacher(spec: dict[str, Any]) -> None:
+    """Check the teacher settings before anything of the teacher is read: unknown keys, and, with ``public_key``
+    and ``checkpoint``, the signature of the saved teacher's whole directory (``tokenizer/`` included).
+
+    ``public_key`` without ``checkpoint`` checks nothing: the teacher is then fine-tuned (or loaded from a Hugging
+    Face folder), as in an image recipe whose teacher is trained.
+    """
+    if not isinstance(spec, dict):
+        raise ConfigError(f"teacher must be a mapping (model, finetune, checkpoint, public_key), got {spec!r}")
+    teacher_dir(spec)  # refuses unknown keys
+    checkpoint, key = spec.get("checkpoint"), spec.get("public_key")
+    for name, value in (("checkpoint", checkpoint), ("public_key", key)):
+        if value is not None and not isinstance(value, str | Path):
+            raise ConfigError(f"teacher.{name} must be a path, got {type(value).__name__} {value!r}")
+    if checkpoint and key is not None:
+        from distill.trust import verify_model
+
+        verify_model(Path(checkpoint), key)
+
+
 def get_teacher(
     recipe: TextRecipe, dm: TextDataModule, data: TextData, log: Any = print, logger: Any = None
 ) -> tuple[HFClassifier, dict[str, Any]]:
@@ -281,7 +301,8 @@ def run(
     ``model.safetensors`` + ``model.json``, its ``tokenizer/``, ``test_logits.safetensors``, ``metrics.jsonl`` when
     trained here), ``report.json``, ``report.md``, ``report.html`` and ``manifest.json``. ``out`` is created once
     the recipe is checked (see :mod:`distill.workflow.rundir`): an existing non-empty one only with ``overwrite``,
-    and only when distill made it and none of ``inputs`` (besides the recipe's own) lies in it.
+    and only when distill made it and none of ``inputs`` (besides the recipe's own) lies in it. With
+    ``teacher.public_key``, a saved teacher's signature is verified first, before anything of it is read.
     """
     from distill.artifacts import versions, write_manifest
     from distill.engine.callbacks import MetricsLogger
@@ -290,6 +311,9 @@ def run(
     from distill.text.saving import save_text_model
 
     t_start = time.perf_counter()
+    # a saved teacher's signature is checked before its tokenizer (or anything else of it) is read and before out
+    # is created: a tampered file anywhere in the teacher's directory leaves nothing behind
+    verify_teacher(recipe.teacher)
     torch.manual_seed(recipe.seed)
     data = load_data(recipe.data, recipe.seed)
     tok = load_tokenizer(teacher_dir(recipe.teacher))
