@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 FULL   := $(VENV)/.installed-all
 PYTEST_ARGS ?=
 
-.PHONY: demo test smoke data lint bench clean
+.PHONY: demo test smoke data lint bench mutation clean
 
 # the demo needs the core only; the tests need every optional part (compression, text, tracking, sweeps)
 $(STAMP): pyproject.toml
@@ -46,6 +46,14 @@ lint: $(FULL)
 
 bench: $(FULL) data
 	bash benchmarks/run_all.sh
+
+# Mutation testing (mutmut) of the losses, the engine, the data module and the report, each judged by its own tests
+# only; writes the score and the surviving mutants to benchmarks/results/mutation.json. Long (hours): not part of
+# `make test`. One file: make mutation MUTATION_ARGS="--only src/distill/losses/logits.py"
+MUTATION_ARGS ?=
+mutation: $(FULL) data
+	@$(BIN)/python -c 'import mutmut' 2>/dev/null || $(BIN)/python -m pip install -q mutmut
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/mutation.py $(MUTATION_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

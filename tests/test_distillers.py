@@ -23,6 +23,11 @@ def test_one_step_trains_student_and_leaves_teacher_alone(name, tiny, dm):
     assert out.loss.dim() == 0 and torch.isfinite(out.loss)
     assert out.logits.shape == (len(batch.y), 4)
     assert torch.allclose(out.loss, sum(out.losses.values()))
+    with torch.no_grad():  # the logits reported for metrics are the student's own on this batch (train mode)
+        torch.testing.assert_close(out.logits.detach(), student(batch.x), rtol=0, atol=1e-6)
+    if "ce" in out.losses:  # the label term is ce_weight · CE(student logits, labels), computed here
+        want = d.ce_weight * F.cross_entropy(out.logits.detach(), batch.y, label_smoothing=d.label_smoothing)
+        torch.testing.assert_close(out.losses["ce"].detach(), want, rtol=1e-5, atol=1e-7)
     opt.zero_grad()
     out.loss.backward()
     opt.step()

@@ -32,6 +32,13 @@ def test_forward_backward(name: str, shape: tuple[int, ...]) -> None:
     logits.square().mean().backward()
     no_grad = [n for n, p in model.named_parameters() if p.grad is None]
     assert not no_grad, f"parameters without gradient: {no_grad[:5]}"
+    # in eval mode a sample's logits do not depend on the rest of its batch (no batch statistics at inference)
+    model.eval()
+    x = torch.randn(shape)
+    with torch.no_grad():
+        together = model(x)
+        alone = torch.cat([model(x[i : i + 1]) for i in range(len(x))])
+    torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -4,10 +4,11 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from distill import api
 from distill.config import load_config
-from distill.distillers import build_distiller
+from distill.distillers import DISTILLERS, build_distiller
 
 ROOT = Path(__file__).resolve().parents[1]
 PIPELINE_RECIPES = ["demo", "smoke", "tabular", "flow"]  # compress/sweep/text recipes have their own schemas
@@ -16,10 +17,28 @@ SYNTH_100 = ["data.name=synthetic", "data.options={n_train: 32, n_test: 16, num_
              "data.val_size=0"]  # fmt: skip
 
 
+def assert_matches(raw, obj, where="") -> None:
+    """Every value written in the YAML is the value of the loaded config at the same place."""
+    if isinstance(raw, dict):
+        for k, v in raw.items():
+            assert_matches(v, obj[k] if isinstance(obj, dict) else getattr(obj, k), f"{where}.{k}")
+    elif isinstance(raw, list):
+        assert len(obj) == len(raw), where
+        for i, (r, o) in enumerate(zip(raw, obj, strict=True)):
+            assert_matches(r, o, f"{where}.{i}")
+    else:
+        assert obj == raw, (where, obj, raw)
+
+
 @pytest.mark.parametrize("name", PIPELINE_RECIPES)
 def test_pipeline_recipes_load(name):
-    cfg = load_config(ROOT / "configs" / f"{name}.yaml")
-    assert cfg.methods
+    path = ROOT / "configs" / f"{name}.yaml"
+    cfg = load_config(path)
+    raw = yaml.safe_load(path.read_text())
+    assert_matches(raw, cfg)
+    assert [m.name for m in cfg.methods] == [m["name"] for m in raw["methods"]]
+    assert {m.name for m in cfg.methods} <= set(DISTILLERS.names())
+    assert cfg.methods[0].name == "scratch"  # every shipped pipeline recipe has its baseline first
 
 
 def test_cifar100_recipes_follow_the_crd_protocol():

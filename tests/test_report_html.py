@@ -20,7 +20,7 @@ import pytest
 from distill import api
 from distill.cli import main
 from distill.report import plots
-from distill.report.html import PREDICTIONS, build_html
+from distill.report.html import PREDICTIONS, build_html, load_predictions
 
 SECTIONS = ["accuracy", "cost", "curves", "pareto", "per-class", "confusion", "agreement", "calibration", "temperature"]
 TINY = [
@@ -124,6 +124,27 @@ def test_numbers_match_report_json(run_dir):
     kd = next(r for r in accuracy if r["name"] == "kd")["cells"]
     assert {"accuracy", "gap_recovered", "agreement", "ece"} <= set(kd)
     assert {"params", "size_bytes", "latency_ms_b1", "latency_ms_b16"} <= set(cost[0]["cells"])
+    # the numbers themselves, recomputed by hand from the saved test-set predictions
+    preds = {d: load_predictions(run_dir / d) for d in ("teacher", "students/scratch", "students/kd")}
+    labels = preds["teacher"][1]
+    assert all(np.array_equal(p[1], labels) for p in preds.values())  # one test set for all
+    acc = {d: float((p[0].argmax(1) == labels).mean()) for d, p in preds.items()}
+    assert expected["teacher"]["accuracy"] == pytest.approx(acc["teacher"], abs=1e-6)
+    assert expected["scratch"]["accuracy"] == pytest.approx(acc["students/scratch"], abs=1e-6)
+    assert kd["accuracy"] == pytest.approx(acc["students/kd"], abs=1e-6)
+    agree = float((preds["students/kd"][0].argmax(1) == preds["teacher"][0].argmax(1)).mean())
+    assert kd["agreement"] == pytest.approx(agree, abs=1e-6)
+    z = preds["students/kd"][0].astype(np.float64)
+    log_p = z - z.max(1, keepdims=True) - np.log(np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True))
+    assert expected["kd"]["nll"] == pytest.approx(-log_p[np.arange(len(labels)), labels].mean(), rel=1e-4)
+    t, sc = acc["teacher"], acc["students/scratch"]
+    want_gap = (acc["students/kd"] - sc) / (t - sc) if t > sc else None
+    assert kd.get("gap_recovered") == (pytest.approx(want_gap, abs=1e-6) if want_gap is not None else None)
+    for row in cost:
+        if row["name"] != "teacher":
+            want = expected["teacher"]["latency_ms_b1"] / expected[row["name"]]["latency_ms_b1"]
+            assert expected[row["name"]]["speedup_b1"] == pytest.approx(want, rel=1e-9)
+    assert expected["kd"]["params"] == expected["scratch"]["params"] < expected["teacher"]["params"]
     html = (run_dir / "report.html").read_text()
     assert f"{expected['kd']['accuracy']:.4f}" in html and f"{expected['teacher']['params']:,}" in html
     assert "T = 4" in html  # the KD example at the training temperature

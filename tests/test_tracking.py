@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,13 @@ def test_tensorboard_scalars_match_metrics_jsonl():
             events = acc.Scalars(tag)
             assert [e.step for e in events] == [r["epoch"] for r in recs]
             assert [e.value for e in events] == pytest.approx([get(r) for r in recs], rel=1e-6)
+        # the LR after epoch e of a 2-epoch cosine schedule from 0.05 (no warm-up): 0.05 · (1 + cos(π e / 2)) / 2
+        want = [0.05 * (1 + math.cos(math.pi * e / 2)) / 2 for e in (1, 2)]
+        assert [e.value for e in acc.Scalars("lr")] == pytest.approx(want, rel=1e-6, abs=1e-9)
+        assert [r["lr"] for r in recs] == pytest.approx(want, rel=1e-9, abs=1e-12)
+        # the scalars are the run's numbers, not placeholders: the loss falls and accuracy is a fraction of 32
+        assert recs[1]["train"]["loss"] < recs[0]["train"]["loss"]
+        assert all(float(r["val"]["acc"] * 32).is_integer() for r in recs)
 
 
 def test_mlflow_runs_params_metrics_and_artifacts():
