@@ -1,12 +1,13 @@
 """TeacherCache: exact hits, invalidation, top-k reconstruction, view replay, corruption, trainer integration."""
 
+import threading
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
-from distill.data.augment import AugmentSpec, Views, apply_views, normalize
+from distill.data.augment import AugmentSpec, Views, apply_views, normalize, sample_views
 from distill.data.module import DataModule
 from distill.distillers import build_distiller
 from distill.engine import cache as cache_mod
@@ -209,3 +210,142 @@ def test_spec_without_augmentation_has_one_view(tiny, synth, tmp_path):
     c = build(dm, tiny(8, 1), tmp_path, views=4)
     assert c.num_views == 1
     assert isinstance(c.views_for(3, torch.arange(3)), Views)
+
+
+def with_batchnorm_statistics(t, dm):
+    """``t`` in eval mode with non-trivial BatchNorm running statistics, so folding them really changes weights."""
+    t.train()
+    with torch.no_grad():
+        for b in list(dm.train_batches(0))[:4]:
+            t(b.x * 1.5 + 0.3)
+    return t.eval()
+
+
+def reference_views_and_logits(t, dm, k_views, seed):
+    """The straightforward computation: K views drawn in turn, the plain teacher on each whole view, one at a time."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + 7)
+    views, logits = [], []
+    for _ in range(k_views):
+        v = sample_views(len(dm.x_train), dm.spec, g)
+        views.append(torch.stack([v.dy, v.dx, v.flip.long()], 1))
+        logits.append(teacher_on(t, dm, v))
+    return torch.stack(views), torch.stack(logits)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_batched_build_equals_per_view_reference(dmf, tiny, tmp_path, monkeypatch, channels_last):
+    t = with_batchnorm_statistics(tiny(8, 1), dmf)
+    before = {k: v.clone() for k, v in t.state_dict().items()}
+    used = []
+    real_copy = cache_mod.inference_copy
+    monkeypatch.setattr(cache_mod, "inference_copy", lambda *a, **kw: used.append(real_copy(*a, **kw)) or used[-1])
+    monkeypatch.setattr(cache_mod, "CPU_FORWARD_BATCH", 64)
+    # 224 images in blocks of 150 (then 74), each block in forward batches of 64: uneven everywhere
+    c = build(dmf, t, tmp_path, views=3, seed=5, batch_size=150, channels_last=channels_last)
+    model = used[0]
+    assert model is not t and not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # folded
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1)
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) == channels_last
+    views, ref = reference_views_and_logits(t, dmf, 3, seed=5)
+    assert np.array_equal(np.load(c.path / "views.npy"), views.numpy().astype(np.int16))
+    stored = torch.from_numpy(np.load(c.path / "logits.npy")).float()  # (K, N, C) float16
+    want = ref.half().float()
+    # the same logits up to fp16 rounding: at most one fp16 step apart, and nearly all bit-equal
+    torch.testing.assert_close(stored, want, atol=1e-3, rtol=2**-10)
+    assert (stored == want).float().mean() > 0.98
+    # the teacher itself is untouched: same weights, eval mode, contiguous (the build used a private copy)
+    assert all(torch.equal(before[k], v) for k, v in t.state_dict().items()) and not t.training
+    assert next(t.parameters()).is_contiguous()
+
+
+def test_fold_batchnorm_is_exact_to_rounding_and_leaves_the_model(dmf, tiny):
+    t = with_batchnorm_statistics(tiny(8, 1), dmf)
+    x = next(dmf.train_batches(1)).x
+    folded = cache_mod.fold_batchnorm(t)
+    assert folded is not None and not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in t.modules()) == 3  # the original keeps its layers
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), t(x), atol=1e-5, rtol=1e-5)
+
+
+class Untraceable(torch.nn.Module):
+    """Data-dependent control flow: torch.fx cannot trace it, so the build runs it as it is."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        z = self.inner(x)
+        return z if bool(z.sum() > -1e9) else -z
+
+
+def test_untraceable_teacher_is_built_unfolded(dmf, tiny, tmp_path):
+    t = Untraceable(with_batchnorm_statistics(tiny(8, 1), dmf))
+    assert cache_mod.fold_batchnorm(t) is None
+    c = build(dmf, t, tmp_path, views=2)
+    _, ref = reference_views_and_logits(t, dmf, 2, seed=0)
+    torch.testing.assert_close(torch.from_numpy(np.load(c.path / "logits.npy")).float(), ref, atol=1e-3, rtol=2**-10)
+
+
+def test_key_rules_are_unchanged():
+    # pinned: a change here serves old caches under new content (or orphans every cache); bump FORMAT on purpose
+    assert cache_mod.FORMAT == 1
+    k1 = cache_mod.cache_key("t" * 64, "d" * 64, AugmentSpec(2, True), 8, 0, None, [[0.5], [0.25]])
+    assert k1 == "fec4b97a6643d08570581ed8243383c60aa370742446c781682085c536af6c1a"
+    norm = [[0.1, 0.2, 0.3], [1.0, 2.0, 3.0]]
+    k2 = cache_mod.cache_key("t" * 64, "d" * 64, AugmentSpec(0, False), 1, 3, 5, norm)
+    assert k2 == "909e831702eb12a8358279d458a9ebf23301573b0818e13dba408d1848d3e859"
+
+
+def test_build_key_is_computed_from_teacher_and_data(dmf, tiny, tmp_path):
+    t = tiny(8, 1)
+    c = build(dmf, t, tmp_path, channels_last=True)
+    norm = [list(map(float, dmf.mean.flatten())), list(map(float, dmf.std.flatten()))]
+    data_sha = cache_mod.hash_tensors([("x_train", dmf.x_train)])
+    want = cache_mod.cache_key(cache_mod.model_hash(t), data_sha, dmf.spec, 3, 0, None, norm)
+    assert c.key == want and c.path.name == want[:32]
+    assert build(dmf, t, tmp_path, channels_last=False).key == want  # the memory format is no part of the key
+
+
+def test_reused_cache_is_served_without_running_the_teacher(dmf, tiny, tmp_path, builds):
+    t = tiny(8, 1)
+    forwards = []  # every forward of the teacher, its build-time copy included: its first conv (1 -> 8 channels)
+
+    def hook(module, inputs, output):
+        if isinstance(module, torch.nn.Conv2d) and (module.in_channels, module.out_channels) == (1, 8):
+            forwards.append(1)
+
+    handle = torch.nn.modules.module.register_module_forward_hook(hook)
+    try:
+        settings = CacheSettings("views", views=2)
+        open_cache(settings, dmf, t, directory=tmp_path)
+        assert len(builds) == 1 and len(forwards) > 0  # the build ran the teacher
+        forwards.clear()
+        cache = open_cache(settings, dmf, t, directory=tmp_path)
+        assert len(builds) == 1 and forwards == []  # reopened: verified, not recomputed
+        d = build_distiller("kd", tiny(4, 2), t, dmf.input_shape)
+        root = []
+        d.teacher.register_forward_hook(lambda *a: root.append(1))
+        Trainer(d, dmf, OptimSettings(epochs=2, lr=0.05), cache=cache).fit()
+        assert len(root) == 1 and len(forwards) == 1  # only the validation pass for the agreement metric
+    finally:
+        handle.remove()
+
+
+def test_cpu_build_streams_share_the_threads_and_give_them_back(dmf, tiny, tmp_path, monkeypatch):
+    assert [cache_mod._cpu_streams(t, 128) for t in (1, 2, 4, 6, 16)] == [1, 2, 4, 3, 4]
+    assert cache_mod._cpu_streams(8, 40) == 1  # a stream's part never drops below 32 images
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(cache_mod, "_cpu_streams", lambda t, b: 2)  # side by side even on a one-core runner
+    seen = []  # (thread, torch threads) of each forward of the teacher's first conv, the build's copies included
+    t = tiny(8, 1)
+    t.layer1[0][0].register_forward_hook(
+        lambda *a: seen.append((threading.current_thread().name, torch.get_num_threads()))
+    )
+    c = build(dmf, t, tmp_path, views=2)
+    streams = {n for n in seen if n[0].startswith("teacher-cache")}
+    assert torch.get_num_threads() == threads and streams  # the parts ran in the build's own threads
+    assert {n[1] for n in streams} == {max(1, threads // 2)}
+    _, ref = reference_views_and_logits(t, dmf, 2, seed=0)
+    torch.testing.assert_close(torch.from_numpy(np.load(c.path / "logits.npy")).float(), ref, atol=1e-3, rtol=2**-10)

@@ -20,6 +20,15 @@ logits), ``indices.npy`` ``(K, N, k)`` int16/int32 and ``tail.npy`` ``(K, N)`` f
 ``(K, N, 3)`` int16 (crop offsets ``dy, dx`` and the flip flag) and ``meta.json`` (the key, shapes and the sha256
 of every file). A directory whose files are missing, truncated or whose checksums differ is rebuilt.
 
+Building costs about what the teacher's forward passes in the KD loop cost (or less), so one student with ``K = E``
+views pays no more than the teacher every step: blocks of images are read once and each of their K views made with
+whole-batch tensor ops; the teacher runs as a private inference copy (:func:`inference_copy`: BatchNorm folded
+into the convolutions, channels_last weights when asked, ``torch.inference_mode``), on the CPU in forward batches
+of :data:`CPU_FORWARD_BATCH` images (small enough that their activations neither leave the processor's caches nor
+are page-faulted in afresh on every pass), each split over side-by-side streams that share the torch threads. The
+stored logits are the plain teacher's on the recorded views up to float rounding (before the fp16 rounding of
+storage).
+
 Top-k reconstruction. Logits, not probabilities, are stored, so a method can soften them at any temperature. For
 the ``C - k`` classes outside the top k a single *tail logit* is kept: ``z_tail = logsumexp(z_tail_classes) −
 log(C − k)`` (their log-mean-exp). The reconstructed logit vector holds the k stored logits and ``z_tail`` for
@@ -38,20 +47,24 @@ always run the teacher.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
 import os
 import shutil
 import sys
+from collections import Counter
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor, fx, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 from tqdm.auto import tqdm
 
 from distill.data.augment import AugmentSpec, Views, apply_views, normalize, sample_views
@@ -59,6 +72,10 @@ from distill.errors import ConfigError, DistillError
 
 FORMAT = 1
 MODES = ("off", "views", "fixed")
+# Images per teacher forward pass when the cache is built on the CPU. A small batch's activations stay in the
+# processor's caches and in the allocator's reused memory; at 1024 every activation of the demo's CNN teacher was a
+# fresh mapping page-faulted in (system time as large as the compute), and it ran at about half the speed per image.
+CPU_FORWARD_BATCH = 128
 
 
 class CacheError(DistillError):
@@ -78,11 +95,11 @@ class CacheSettings:
         if self.mode is False:
             self.mode = "off"
         if self.mode not in MODES:
-            raise ConfigError(f"cache.mode must be one of {list(MODES)}, got {self.mode!r}")
+            raise ConfigError(f"mode must be one of {list(MODES)}, got {self.mode!r}")
         if self.views < 1:
-            raise ConfigError(f"cache.views must be >= 1, got {self.views}")
+            raise ConfigError(f"views must be >= 1, got {self.views}")
         if self.topk is not None and self.topk < 1:
-            raise ConfigError(f"cache.topk must be null or >= 1, got {self.topk}")
+            raise ConfigError(f"topk must be null or >= 1, got {self.topk}")
 
 
 def hash_tensors(named: Iterable[tuple[str, Tensor]], h: Any = None) -> str:
@@ -208,7 +225,9 @@ class TeacherCache:
         """Open the cache for this (teacher, data, augmentation, K, seed, topk), computing it if absent or bad.
 
         ``x_train`` are the uint8 training images ``(N, C, H, W)`` in split order. ``write=False`` only opens
-        (a non-zero DDP rank waits for rank 0 to build, then opens).
+        (a non-zero DDP rank waits for rank 0 to build, then opens). A build runs a private inference copy of the
+        teacher (:func:`inference_copy`) over blocks of ``batch_size`` images, on the CPU in forward batches of
+        :data:`CPU_FORWARD_BATCH`.
         """
         views = views if spec.enabled else 1  # without augmentation every view is the same image
         data_sha = data_sha or hash_tensors([("x_train", x_train)])
@@ -222,31 +241,91 @@ class TeacherCache:
             raise CacheError(f"teacher cache {path} is missing or invalid and this process may not build it")
         if path.exists():
             print(f"teacher cache {path} is incomplete or corrupted; rebuilding it", file=sys.stderr)
-        _compute(
+        written = _compute(
             teacher, x_train, spec, mean, std, path, key, views, seed, topk, device, batch_size, channels_last, progress
         )
-        meta = _verify(path, key)
+        # our files were hashed once complete: only their sizes are checked again (the files of another process
+        # that won the race to write this key are verified in full)
+        meta = _verify(path, key, checksums=not written)
         if meta is None:
             raise CacheError(f"teacher cache {path} failed verification right after it was written")
         return cls(path, meta)
 
 
-def _verify(path: Path, key: str) -> dict[str, Any] | None:
-    """The cache's metadata when every file is present and matches its checksum, else None."""
+def _verify(path: Path, key: str, checksums: bool = True) -> dict[str, Any] | None:
+    """The cache's metadata when every file is present with its size and (``checksums``) its sha256, else None."""
     try:
         meta = json.loads((path / "meta.json").read_text())
         if meta.get("key") != key or meta.get("format") != FORMAT:
             return None
         for name, digest in meta["files"].items():
             f = path / f"{name}.npy"
-            if f.stat().st_size != meta["sizes"][name] or _sha256_file(f) != digest:
+            if f.stat().st_size != meta["sizes"][name] or (checksums and _sha256_file(f) != digest):
                 return None
         return meta
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-@torch.no_grad()
+_CONV_BN = {nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d, nn.Conv3d: nn.BatchNorm3d}
+
+
+def fold_batchnorm(model: nn.Module) -> fx.GraphModule | None:
+    """``model`` (in eval mode) traced with torch.fx, each BatchNorm that only follows a convolution folded into it.
+
+    Saves a pass over every such activation. None when the model cannot be traced or has no such pair. ``model``
+    itself is not changed (the folded convolutions are new modules; the others are shared with it).
+    """
+    try:
+        gm = fx.symbolic_trace(model)
+    except Exception:  # data-dependent control flow and the like: run the model as it is
+        return None
+    modules = dict(gm.named_modules())
+    calls = Counter(node.target for node in gm.graph.nodes if node.op == "call_module")
+    folded = 0
+    for node in list(gm.graph.nodes):
+        if node.op != "call_module" or len(node.args) != 1 or node.kwargs:
+            continue
+        prev, bn = node.args[0], modules[node.target]
+        if not isinstance(prev, fx.Node) or prev.op != "call_module" or len(prev.users) != 1:
+            continue
+        conv = modules[prev.target]
+        if _CONV_BN.get(type(conv)) is not type(bn) or not bn.track_running_stats or bn.running_mean is None:
+            continue
+        if calls[prev.target] != 1 or calls[node.target] != 1 or conv.training or bn.training:
+            continue  # a module called twice, or one in training mode, is left alone
+        gm.add_submodule(prev.target, fuse_conv_bn_eval(conv, bn))
+        node.replace_all_uses_with(prev)
+        gm.graph.erase_node(node)
+        folded += 1
+    if not folded:
+        return None
+    gm.graph.lint()
+    gm.recompile()
+    gm.delete_all_unused_submodules()
+    return gm
+
+
+def inference_copy(teacher: nn.Module, probe: Tensor, channels_last: bool = False) -> nn.Module:
+    """A private eval-mode copy of ``teacher`` for the build: BatchNorm folded into the convolutions when the folded
+    model's outputs on ``probe`` match the original's to float rounding, weights in channels_last when asked.
+
+    A channels_last input goes with channels_last weights: on the CPU a channels_last input to contiguous weights is
+    the slowest combination. ``teacher`` itself is left as it was.
+    """
+    try:
+        model = copy.deepcopy(teacher).eval()
+    except Exception:  # an un-copyable module: run the teacher itself, as it is (the caller restores its mode)
+        return teacher.eval()
+    folded = fold_batchnorm(model)
+    if folded is not None:
+        with torch.inference_mode():
+            want, got = model(probe).float(), folded(probe).float()
+        if torch.allclose(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()) + 1e-6):
+            model = folded
+    return model.to(memory_format=torch.channels_last) if channels_last else model
+
+
 def _compute(
     teacher: nn.Module,
     x_train: Tensor,
@@ -262,16 +341,31 @@ def _compute(
     batch_size: int,
     channels_last: bool,
     progress: bool | None,
-) -> None:
+) -> bool:
+    """Write the cache of ``key`` to ``path``; False when another process wrote it first (theirs is kept).
+
+    Blocks of ``batch_size`` images are read once and all K views of a block computed in turn (each view's block of
+    logits is written once); the teacher runs in forward batches of :data:`CPU_FORWARD_BATCH` on the CPU (split over
+    :func:`_cpu_streams` threads), of the whole block on an accelerator. Every file is hashed once, when complete.
+    """
     n = len(x_train)
     device = torch.device(device)
     was_training = teacher.training
-    teacher.eval()
     mean_d, std_d = mean.to(device), std.to(device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     g = torch.Generator().manual_seed(seed * 1_000_003 + 7)  # fixed generator: the views depend only on the seed
     recorded = [sample_views(n, spec, g) for _ in range(k_views)]
     views_np = np.stack([torch.stack([v.dy, v.dx, v.flip.long()], 1).numpy() for v in recorded]).astype(np.int16)
+    forward_batch = min(batch_size, CPU_FORWARD_BATCH) if device.type == "cpu" else batch_size
+
+    def view_of(xb: Tensor, k: int, sl: slice) -> Tensor:
+        v = recorded[k]
+        x = apply_views(xb, Views(v.dy[sl], v.dx[sl], v.flip[sl]), spec) if spec.enabled else xb
+        return normalize(x, mean_d, std_d)
+
+    probe = view_of(x_train[:forward_batch].to(device), 0, slice(0, forward_batch))
+    model = inference_copy(teacher, probe, channels_last)
+    streams = _cpu_streams(torch.get_num_threads(), forward_batch) if device.type == "cpu" else 1
 
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -280,26 +374,27 @@ def _compute(
     c: int | None = None
     disable = (not sys.stderr.isatty()) if progress is None else not progress
     total = k_views * -(-n // batch_size)
-    with tqdm(total=total, desc="teacher cache", unit="batch", disable=disable, leave=False) as bar:
-        for k, v in enumerate(recorded):
+    bar = tqdm(total=total, desc="teacher cache", unit="batch", disable=disable, leave=False)
+    with bar, _Forward(model, forward_batch, streams, fmt) as forward:
+        with torch.inference_mode():  # the outputs go to disk as numpy, never into autograd
             for start in range(0, n, batch_size):
                 sl = slice(start, min(start + batch_size, n))
-                x = x_train[sl].to(device)
-                if spec.enabled:
-                    x = apply_views(x, Views(v.dy[sl], v.dx[sl], v.flip[sl]), spec)
-                z = teacher(normalize(x, mean_d, std_d).contiguous(memory_format=fmt)).float().cpu()  # (B, C)
-                if c is None:
-                    c = z.shape[1]
-                    out = _open_arrays(tmp, k_views, n, c, topk)
-                if topk:
-                    vals, idx, tail = compress_topk(z, min(topk, c))
-                    out["values"][k, sl] = vals.numpy()
-                    out["indices"][k, sl] = idx.numpy()
-                    out["tail"][k, sl] = tail.numpy()
-                else:
-                    out["logits"][k, sl] = z.numpy()
-                bar.update(1)
+                xb = x_train[sl].to(device)
+                for k in range(k_views):
+                    z = forward(view_of(xb, k, sl))  # (B, C) float32 on the CPU
+                    if c is None:
+                        c = z.shape[1]
+                        out = _open_arrays(tmp, k_views, n, c, topk)
+                    if topk:
+                        vals, idx, tail = compress_topk(z, min(topk, c))
+                        out["values"][k, sl] = vals.numpy()
+                        out["indices"][k, sl] = idx.numpy()
+                        out["tail"][k, sl] = tail.numpy()
+                    else:
+                        out["logits"][k, sl] = z.numpy()
+                    bar.update(1)
     teacher.train(was_training)
+    del model
     np.save(tmp / "views.npy", views_np)
     for arr in out.values():
         arr.flush()
@@ -328,6 +423,50 @@ def _compute(
         os.replace(tmp, path)
     except OSError:  # another process finished the same key first; keep theirs
         shutil.rmtree(tmp, ignore_errors=True)
+        return False
+    return True
+
+
+def _cpu_streams(threads: int, forward_batch: int) -> int:
+    """How many forward passes run side by side on the CPU: a divisor of the torch threads, each stream's batch >= 32.
+
+    Independent single-threaded passes keep the cores busier than one pass whose every small op is split over all
+    threads (and waits for the slowest at its end), most of all on a loaded machine.
+    """
+    cap = max(1, min(threads, forward_batch // 32))
+    return max(s for s in range(1, cap + 1) if threads % s == 0)
+
+
+class _Forward:
+    """``model`` over a block of inputs in forward batches of ``forward_batch``; with ``streams > 1`` every batch is
+    split over that many threads, each running its part with ``threads / streams`` torch threads (restored after).
+    """
+
+    def __init__(self, model: nn.Module, forward_batch: int, streams: int, fmt: torch.memory_format) -> None:
+        self.model, self.fmt, self.streams = model, fmt, streams
+        self.size = -(-forward_batch // streams)
+        self.pool: ThreadPoolExecutor | None = None
+        self.threads = torch.get_num_threads()
+
+    def __enter__(self) -> _Forward:
+        if self.streams > 1:
+            torch.set_num_threads(max(1, self.threads // self.streams))
+            self.pool = ThreadPoolExecutor(self.streams, thread_name_prefix="teacher-cache")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            torch.set_num_threads(self.threads)
+
+    def _one(self, x: Tensor) -> Tensor:
+        with torch.inference_mode():  # grad mode is per thread: set it in the stream's own thread
+            return self.model(x.contiguous(memory_format=self.fmt))
+
+    def __call__(self, x: Tensor) -> Tensor:
+        parts = x.split(self.size)
+        outs = list(self.pool.map(self._one, parts)) if self.pool else [self._one(p) for p in parts]
+        return torch.cat(outs).float().cpu()
 
 
 def _open_arrays(tmp: Path, k: int, n: int, c: int, topk: int | None) -> dict[str, np.ndarray]:
