@@ -1,11 +1,13 @@
-"""Exact resume after SIGKILL and SIGINT: a run killed at a random point and resumed ends bit-for-bit where an
-uninterrupted run ends (deterministic mode, tiny synthetic data, one thread everywhere).
+"""Exact resume after SIGKILL, SIGINT and SIGTERM: a run killed at a random point and resumed ends bit-for-bit where
+an uninterrupted run ends (deterministic mode, tiny synthetic data, one thread everywhere).
 
 Ten SIGKILLs, half with the teacher cache: each picks a stage (teacher or student), a random optimizer step and a
 phase — right after that step, at the end of its epoch before the checkpoint is written, or half-way through
 writing that checkpoint. The killed runs are forked from one pre-imported driver process (a fresh interpreter per
-kill would spend seconds importing torch); each is resumed in this process. SIGINT is sent by the operating system
-to a real ``python -m distill run``: it must stop in one line with exit 130 and a checkpoint that resumes exactly.
+kill would spend seconds importing torch); each is resumed in this process. SIGINT and SIGTERM reach a real
+``python -m distill run`` through the trainer's test hook (it raises the signal in its own process right after a given
+step, so nothing races the clock): the run must stop in one line with exit 128 + signum and a checkpoint that resumes
+exactly. No test here waits for a file or sleeps; the only time limits are generous safety nets.
 """
 
 import json
@@ -15,21 +17,24 @@ import select
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from distill import api
+from distill import api, cli
 from distill.artifacts import load_checkpoint
 from distill.cli import main
+from distill.engine.trainer import TEST_SIGNAL_VAR
+from distill.errors import Interrupted, sigterm_as_interrupt
 
 KILLS = [("views" if i % 2 == 0 else "off", 100 + i) for i in range(10)]  # (cache mode, seed of the kill point)
 EPOCHS, TEACHER_EPOCHS = 4, 2
 STEPS = 7  # per epoch: (256 - 32 validation) / 32
 PHASES = ("step", "epoch_end", "write")
+SAFETY_S = 600  # only against a hung run; a loaded machine is slow, never wrong
+SIGNALS = pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["INT", "TERM"])
 
 RECIPE = """
 seed: 0
@@ -104,7 +109,7 @@ for line in sys.stdin:
     print(json.dumps({"signal": sig, "code": os.WEXITSTATUS(status) if sig is None else None}), flush=True)
 """
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+ENV = {**{k: v for k, v in os.environ.items() if k != TEST_SIGNAL_VAR}, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 @pytest.fixture
@@ -129,7 +134,7 @@ def driver(root):
     )
     yield proc
     proc.stdin.close()
-    proc.wait(timeout=30)
+    proc.wait(timeout=SAFETY_S)
     log.close()
 
 
@@ -178,8 +183,8 @@ def test_sigkill_at_a_random_step_then_resume_is_bit_exact(root, driver, one_thr
     point = kill_point(seed)
     driver.stdin.write(json.dumps({"recipe": str(recipe), "out": str(out), **point}) + "\n")
     driver.stdin.flush()
-    ready, _, _ = select.select([driver.stdout], [], [], 120)
-    assert ready, f"the killed run did not end in 120 s (see {root / 'driver.log'})"
+    ready, _, _ = select.select([driver.stdout], [], [], SAFETY_S)
+    assert ready, f"the killed run did not end in {SAFETY_S} s (see {root / 'driver.log'})"
     fate = json.loads(driver.stdout.readline())
     assert fate["signal"] == signal.SIGKILL, f"{point}: {fate} (see {root / 'driver.log'})"
     stage = out / ("teacher" if point["label"] == "teacher" else "students/kd")
@@ -189,69 +194,132 @@ def test_sigkill_at_a_random_step_then_resume_is_bit_exact(root, driver, one_thr
     assert_same(out, reference(root, mode))
 
 
-def test_sigint_saves_a_checkpoint_exits_130_in_one_line_and_resumes_exactly(root, one_thread):
-    recipe, out = recipe_file(root, "views"), root / "sigint"
+@SIGNALS
+def test_signal_mid_epoch_saves_a_checkpoint_exits_128_plus_signum_in_one_line_and_resumes_exactly(
+    root, one_thread, sig
+):
+    recipe, out = recipe_file(root, "views"), root / f"sig{sig.name}"
     checkpoint = out / "students" / "kd" / "checkpoint.safetensors"
+    env = {**ENV, TEST_SIGNAL_VAR: f"{sig.name}:{STEPS + 3}:kd"}  # the student, after step 3 of epoch 2
     cmd = [sys.executable, "-m", "distill", "run", str(recipe), "--out", str(out)]
-    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    try:
-        while time.monotonic() < deadline and proc.poll() is None and not checkpoint.exists():
-            time.sleep(0.001)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, f"exit {proc.returncode}; stderr:\n{err}"
+    r = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=SAFETY_S)
+    err = r.stderr
+    assert r.returncode == 128 + sig, f"exit {r.returncode}; stderr:\n{err}"  # 130 for SIGINT, 143 for SIGTERM
     assert "Traceback" not in err
     said = [ln for ln in err.splitlines() if ln.startswith("distill:")]  # epoch progress lines are not messages
     assert len(said) == 1 and said[0] == err.strip().splitlines()[-1], err
-    assert "interrupted" in said[0] and "--resume" in said[0] and str(checkpoint) in said[0], said[0]
-    state = load_checkpoint(checkpoint)["state"]
-    assert 1 <= state["epoch"] < EPOCHS or state["batch"] > 0
+    assert f"interrupted by {sig.name} in epoch 2/{EPOCHS}, step 3/{STEPS}" in said[0], said[0]
+    assert "--resume" in said[0] and str(checkpoint) in said[0], said[0]
+    ck = load_checkpoint(checkpoint)
+    assert (ck["state"]["epoch"], ck["state"]["batch"], ck["partial"]["n_batches"]) == (1, 3, 3)
     assert not (out / "students" / "kd" / "done.json").exists()
 
     assert main(["run", str(recipe), "--out", str(out), "--resume"]) == 0
     assert_same(out, reference(root, "views"))
 
 
-class _CtrlC:
-    """Sends this process SIGINT after optimizer step ``at`` — Ctrl-C in the middle of an epoch."""
-
-    def __init__(self, at: int) -> None:
-        self.at = at
-
-    def on_fit_start(self, trainer) -> None: ...
-    def on_epoch_start(self, trainer) -> None: ...
-    def on_epoch_end(self, trainer, record) -> None: ...
-    def on_fit_end(self, trainer) -> None: ...
-
-    def on_step_end(self, trainer, losses) -> None:
-        if trainer.state.step == self.at:
-            os.kill(os.getpid(), signal.SIGINT)
-
-
-def test_ctrl_c_mid_epoch_checkpoints_the_step_and_resume_skips_the_done_batches(tmp_path, tiny, dm, one_thread):
+def _trainer(dm, tiny, out, epochs=2):
     from distill.distillers import build_distiller
     from distill.engine.trainer import OptimSettings, Trainer
-    from distill.errors import Interrupted
 
-    def trainer(out, callbacks=()):
-        d = build_distiller("scratch", tiny(4), None, dm.input_shape)
-        return Trainer(d, dm, OptimSettings(epochs=2, lr=0.05), out_dir=out, callbacks=list(callbacks), check_every=2)
+    d = build_distiller("scratch", tiny(4), None, dm.input_shape)
+    return Trainer(d, dm, OptimSettings(epochs=epochs, lr=0.05), out_dir=out, check_every=2)
 
-    whole = trainer(tmp_path / "whole")
+
+@SIGNALS
+def test_signal_mid_epoch_checkpoints_the_step_and_resume_skips_the_done_batches(
+    tmp_path, tiny, dm, one_thread, monkeypatch, sig
+):
+    monkeypatch.delenv(TEST_SIGNAL_VAR, raising=False)
+    whole = _trainer(dm, tiny, tmp_path / "whole")
     whole.fit()
-    cut = trainer(tmp_path / "cut", [_CtrlC(dm.steps_per_epoch() + 3)])
-    with pytest.raises(Interrupted, match=r"epoch 2/2, step 3/7; checkpoint saved to .*--resume"):
+    cut = _trainer(dm, tiny, tmp_path / "cut")
+    monkeypatch.setenv(TEST_SIGNAL_VAR, f"{sig.name}:{dm.steps_per_epoch() + 3}")
+    with pytest.raises(Interrupted, match=r"epoch 2/2, step 3/7; checkpoint saved to .*--resume") as e:
         cut.fit()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler was put back
+    assert e.value.signum == sig
+    # the handlers were put back
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     ck = load_checkpoint(tmp_path / "cut" / "checkpoint.safetensors")
     assert (ck["state"]["epoch"], ck["state"]["batch"], ck["partial"]["n_batches"]) == (1, 3, 3)
-    again = trainer(tmp_path / "cut")
-    again.fit(resume=True)
+    again = _trainer(dm, tiny, tmp_path / "cut")
+    again.fit(resume=True)  # the hook's step is behind it: it does not fire again
     for k, v in whole.model.state_dict().items():
         assert torch.equal(again.model.state_dict()[k], v), k
     assert [h["train"] for h in again.state.history] == [h["train"] for h in whole.state.history]
     assert again.state.step == whole.state.step and again.state.batch == 0
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_a_sigterm_handler_installed_by_someone_else_is_left_alone(tmp_path, tiny, dm, monkeypatch):
+    seen: list[int] = []
+
+    def theirs(signum, frame):
+        seen.append(signum)
+
+    monkeypatch.setenv(TEST_SIGNAL_VAR, "TERM:3")
+    before = signal.signal(signal.SIGTERM, theirs)
+    try:
+        state = _trainer(dm, tiny, tmp_path / "run", epochs=1).fit()
+        assert signal.getsignal(signal.SIGTERM) is theirs
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert seen == [signal.SIGTERM] and state.epoch == 1  # their handler ran; training went on
+
+
+def test_the_test_hook_is_inert_unless_set_for_this_stage(tmp_path, tiny, dm, monkeypatch):
+    from distill.engine import trainer as trainer_module
+    from distill.errors import ConfigError
+
+    raised: list[int] = []
+    monkeypatch.setattr(trainer_module.signal, "raise_signal", raised.append)
+    monkeypatch.delenv(TEST_SIGNAL_VAR, raising=False)
+    assert _trainer(dm, tiny, tmp_path / "unset", epochs=1).fit().epoch == 1
+    monkeypatch.setenv(TEST_SIGNAL_VAR, "TERM:2:kd")  # meant for a stage named kd
+    assert _trainer(dm, tiny, tmp_path / "teacher", epochs=1).fit().epoch == 1
+    assert raised == []
+    _trainer(dm, tiny, tmp_path / "kd", epochs=1).fit()  # the patched raise_signal only records
+    assert raised == [signal.SIGTERM]
+    monkeypatch.setenv(TEST_SIGNAL_VAR, "TERM")
+    with pytest.raises(ConfigError, match="SIGNAL:STEP"):
+        _trainer(dm, tiny, tmp_path / "bad", epochs=1).fit()
+
+
+def test_interrupted_carries_its_signal_and_the_cli_exits_128_plus_signum(monkeypatch, capsys):
+    import pickle
+
+    e = pickle.loads(pickle.dumps(Interrupted("stopped", signal.SIGTERM)))
+    assert (str(e), e.signum, isinstance(e, KeyboardInterrupt)) == ("stopped", signal.SIGTERM, True)
+    assert Interrupted("x").signum == signal.SIGINT
+    for sig, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
+
+        def dispatch(args, sig=sig):
+            raise Interrupted(f"interrupted by {sig.name}; rerun with --resume", sig)
+
+        monkeypatch.setattr(cli, "dispatch", dispatch)
+        assert main(["list", "models"]) == code
+        assert capsys.readouterr().err == f"distill: interrupted by {sig.name}; rerun with --resume\n"
+
+
+def test_sigterm_as_interrupt_raises_in_the_block_and_restores_the_default():
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    with pytest.raises(Interrupted, match=r"SIGTERM.*--resume") as e, sigterm_as_interrupt():
+        signal.raise_signal(signal.SIGTERM)
+    assert e.value.signum == signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_sigterm_outside_training_exits_143_in_one_line():
+    """SIGTERM while no trainer runs (the teacher cache builds, data load): one line and 143, not a silent death."""
+    code = (
+        "import signal, sys\n"
+        "import distill.cli as c\n"
+        "c.dispatch = lambda args: signal.raise_signal(signal.SIGTERM)\n"
+        "sys.exit(c.main(['list', 'models']))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=SAFETY_S)
+    assert r.returncode == 143, f"exit {r.returncode}; stderr:\n{r.stderr}"
+    assert r.stderr.splitlines() == [
+        "distill: interrupted by SIGTERM; rerun with --resume to continue from the last checkpoint"
+    ], r.stderr

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from distill.errors import DistillError, Interrupted
+from distill.errors import DistillError, Interrupted, sigterm_as_interrupt
 
 
 def _recipe_args(p: argparse.ArgumentParser, out: bool = True) -> None:
@@ -60,11 +62,17 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        return dispatch(args)
+        with sigterm_as_interrupt():  # SIGTERM (schedulers, containers) ends a command like Ctrl-C
+            return dispatch(args)
     except DistillError as e:
         if args.debug:
             raise
-        print(f"distill: error: {e}", file=sys.stderr)
+        print(f"distill: error: {one_line(e)}", file=sys.stderr)
+        return 2
+    except (OSError, UnicodeError) as e:  # the user's files, disk or encodings, wherever they fail: not a bug
+        if args.debug:
+            raise
+        print(f"distill: error: {environment_error(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
         if args.debug:
@@ -75,7 +83,67 @@ def main(argv: Sequence[str] | None = None) -> int:
             else "interrupted; rerun with --resume to continue from the last checkpoint"
         )
         print(f"distill: {msg}", file=sys.stderr)
-        return 130
+        return 128 + e.signum if isinstance(e, Interrupted) else 130  # the shell's code for death by that signal
+
+
+def one_line(e: BaseException) -> str:
+    """An error's message on one line (a wrapped library message may span several)."""
+    return " ".join(str(e).split())
+
+
+def _short(path: str, limit: int = 120) -> str:
+    return path if len(path) <= limit else f"{path[:60]}…{path[-40:]}"
+
+
+def environment_error(e: OSError | UnicodeError) -> str:
+    """The one line ``main`` prints for an OSError or a text-encoding error raised anywhere under a command.
+
+    These are about the user's environment, not distill's code: a directory that cannot be written, a path that is
+    too long, a full disk, a file that is not text. The message names the path and the reason; ``--debug`` shows
+    where it happened.
+    """
+    if isinstance(e, UnicodeDecodeError):
+        return (
+            f"cannot read a file as {e.encoding} text (byte 0x{e.object[e.start]:02x} at offset {e.start}: "
+            f"{e.reason}); is it a text file, saved as UTF-8?"
+        )
+    if isinstance(e, UnicodeEncodeError):
+        return (
+            f"cannot encode {e.object[e.start : e.end]!r} as {e.encoding}; use a UTF-8 locale or set "
+            "PYTHONIOENCODING=utf-8"
+        )
+    if isinstance(e, UnicodeError):
+        return f"text encoding error: {one_line(e)}"
+    reason = e.strerror or one_line(e) or type(e).__name__
+    if e.filename is None:
+        return f"{reason} (errno {e.errno})" if e.errno else reason
+    path = os.fsdecode(e.filename)
+    shown = _short(path)
+    if e.errno == errno.ENAMETOOLONG:
+        longest = max((len(os.fsencode(part)) for part in Path(path).parts), default=0)
+        return (
+            f"path too long: '{shown}' ({len(os.fsencode(path))} bytes, its longest name {longest}; the system allows "
+            "255 per name): choose a shorter path"
+        )
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"cannot write '{shown}': {reason}; free some space or choose another location"
+    if e.errno == errno.EROFS:
+        verb = "write"
+    elif e.errno in (errno.EACCES, errno.EPERM):
+        exists = os.path.lexists(path)
+        verb = "create" if not exists else "write" if os.access(path, os.R_OK) else "read"
+    elif e.errno == errno.ENOTDIR:  # name the file that stands where a directory is needed
+        blocker = next((p for p in Path(path).parents if p.exists()), None)
+        if blocker is not None and not blocker.is_dir():
+            return f"cannot use '{shown}': {_short(str(blocker))} is a file, not a directory"
+        verb = "use"
+    elif e.errno == errno.ENOENT:
+        verb = "open"
+    else:
+        verb = "use"
+    if e.filename2 is not None:
+        return f"cannot {verb} '{shown}' -> '{_short(os.fsdecode(e.filename2))}': {reason}"
+    return f"cannot {verb} '{shown}': {reason}"
 
 
 def dispatch(args: argparse.Namespace) -> int:

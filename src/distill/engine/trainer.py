@@ -4,7 +4,8 @@ It backprops ``StepOutput.loss``, steps the optimizer and a per-step LR schedule
 split every epoch, and writes a resumable checkpoint after each epoch (atomically; nothing pickled). Data order
 and augmentation depend only on (seed, epoch) — with a teacher cache, the replayed view is ``epoch mod K`` — so
 resuming from an epoch checkpoint reproduces an uninterrupted run exactly in deterministic mode. Ctrl-C (SIGINT)
-stops at the next step boundary with a mid-epoch checkpoint (the step position and the epoch's partial sums);
+and SIGTERM (what schedulers and containers send) stop at the next step boundary with a mid-epoch checkpoint (the
+step position and the epoch's partial sums) and raise :class:`~distill.errors.Interrupted` carrying the signal;
 resuming skips the batches of that epoch already done, which is exact for the same reason.
 
 Fast path: a :class:`~distill.engine.cache.TeacherCache` replaces the teacher's forward pass by stored logits;
@@ -13,16 +14,22 @@ Fast path: a :class:`~distill.engine.cache.TeacherCache` replaces the teacher's 
 Under ``torchrun`` (a process group initialised by :mod:`distill.engine.distributed`) the data are sharded by
 rank, the distiller is DDP-wrapped with the teacher excluded, epoch metrics are summed over ranks, and only rank
 0 writes files.
+
+Test hook (not a user feature): with ``DISTILL_TEST_SIGNAL_AT_STEP=SIGNAL:STEP[:STAGE]`` in the environment, e.g.
+``TERM:10:kd``, the trainer raises that signal in its own process (:func:`signal.raise_signal`, so the real handler
+runs, before the call returns) right after global optimizer step ``STEP`` — only in the trainer whose ``out_dir`` is
+named ``STAGE`` when one is given. Tests interrupt a run at an exact step this way instead of racing the clock.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import random
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,11 +46,17 @@ from distill.distillers.base import Distiller, check_range
 from distill.engine import distributed as D
 from distill.engine.cache import TeacherCache
 from distill.engine.callbacks import Callback
-from distill.errors import ConfigError, DistillError, Interrupted
+from distill.errors import ConfigError, DistillError, Interrupted, terminate_handler
 from distill.report.metrics import classification_metrics, predict
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "multistep", "constant")
+TEST_SIGNAL_VAR = "DISTILL_TEST_SIGNAL_AT_STEP"  # the test hook (module docstring)
+# The signals deferred to a step boundary, and the handlers that count as "still Python's default" for each.
+DEFERRED_SIGNALS: dict[signal.Signals, tuple[Any, ...]] = {
+    signal.SIGINT: (signal.default_int_handler,),
+    signal.SIGTERM: (signal.SIG_DFL, terminate_handler),
+}
 
 
 class TrainingDiverged(DistillError):
@@ -78,16 +91,43 @@ class OptimSettings:
     grad_clip: float | None = None
 
     def __post_init__(self) -> None:
+        """Every setting's type, finiteness and range, before any work: these also arrive as plain dicts (text
+        recipes, compress), not only through the recipe schema, and a NaN or inf passes the range checks."""
+        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int):
+            raise ConfigError(f"epochs must be an integer, got {self.epochs!r}")
         if self.epochs < 1:
             raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"unknown optimizer {self.optimizer!r}; expected one of {list(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"unknown schedule {self.schedule!r}; expected one of {list(SCHEDULES)}")
+        if not isinstance(self.milestones, (list, tuple)):
+            raise ConfigError(f"milestones must be a list of epochs, got {self.milestones!r}")
+        numbers = {"lr": self.lr, "momentum": self.momentum, "weight_decay": self.weight_decay, "gamma": self.gamma,
+                   "warmup_epochs": self.warmup_epochs, "grad_clip": self.grad_clip,
+                   **{f"milestones.{i}": m for i, m in enumerate(self.milestones)}}  # fmt: skip
+
+        for name, v in numbers.items():
+            if v is None and name == "grad_clip":  # null: no clipping
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ConfigError(f"{name} must be a number, got {v!r:.60}")
+            if not abs(v) <= 3.4028234663852886e38:  # NaN, inf, or beyond float32, which the optimizer computes in
+                raise ConfigError(f"{name} must be a finite number (within float32's range), got {v!r:.60}")
         check_range("lr", self.lr, lo=0.0, lo_open=True)
         check_range("momentum", self.momentum, 0.0, 1.0, hi_open=True)
         check_range("weight_decay", self.weight_decay, lo=0.0)
+        check_range("gamma", self.gamma, lo=0.0, lo_open=True)
         check_range("warmup_epochs", self.warmup_epochs, lo=0.0)
+        if self.warmup_epochs > self.epochs:
+            raise ConfigError(
+                f"warmup_epochs={self.warmup_epochs} is longer than the {self.epochs} epoch(s) of training, so the "
+                "learning rate would never reach lr; use at most epochs"
+            )
+        for i, m in enumerate(self.milestones):
+            check_range(f"milestones.{i}", m, lo=0.0)
+        if self.grad_clip is not None and not self.grad_clip > 0:  # <= 0 would flip clipping into gradient ascent
+            raise ConfigError(f"grad_clip must be null (no clipping) or a norm > 0, got {self.grad_clip}")
 
 
 def make_optimizer(params: list[torch.nn.Parameter], s: OptimSettings) -> torch.optim.Optimizer:
@@ -173,7 +213,8 @@ class Trainer:
         self.state = TrainState()
         self._eval_teacher: Tensor | None = None
         self._partial: dict[str, Any] | None = None  # the interrupted epoch's running sums, from a checkpoint
-        self._sigint = False
+        self._signal: int | None = None  # the signal that asked to stop, acted on at the next step boundary
+        self._signal_at: tuple[signal.Signals, int] | None = None  # the test hook's (signal, step)
 
     # -- checkpoints -------------------------------------------------------------------------------------------
     @property
@@ -241,16 +282,17 @@ class Trainer:
     def fit(self, resume: bool = False) -> TrainState:
         if resume and self.checkpoint_path is not None and self.checkpoint_path.exists():
             self.load_checkpoint(self.checkpoint_path)
+        self._signal_at = _test_signal_at(self.out_dir)
         for cb in self.callbacks:
             cb.on_fit_start(self)
         try:
-            with self._deferred_sigint():
+            with self._deferred_signals():
                 while self.state.epoch < self.epochs and not self.state.stop:
                     record = self.train_epoch()
                     for cb in self.callbacks:
                         cb.on_epoch_end(self, record)
                     self.save_checkpoint()
-                    if self._sigint:  # Ctrl-C during evaluation or the checkpoint: that checkpoint is the one
+                    if self._signal:  # a signal during evaluation or the checkpoint: that checkpoint is the one
                         self._interrupt(None, save=False)
         finally:
             for cb in self.callbacks:
@@ -297,7 +339,9 @@ class Trainer:
             self.state.batch = i + 1
             for cb in self.callbacks:
                 cb.on_step_end(self, logged)
-            if self._sigint:
+            if self._signal_at is not None and self.state.step == self._signal_at[1]:
+                signal.raise_signal(self._signal_at[0])  # the test hook; the handler has run when this returns
+            if self._signal:
                 running = {"n_batches": n_batches, "seen": seen, "correct": correct, "sums": sums}
                 self._interrupt({**running, "train_seconds": time.perf_counter() - t0})
         train, acc, seen = self._reduce(sums, n_batches, correct, seen)  # one host sync per epoch (all ranks)
@@ -327,47 +371,55 @@ class Trainer:
         return record
 
     @contextmanager
-    def _deferred_sigint(self):
-        """While training, Ctrl-C asks to stop at the next step boundary; a second Ctrl-C stops at once.
+    def _deferred_signals(self) -> Iterator[None]:
+        """While training, SIGINT (Ctrl-C) and SIGTERM ask to stop at the next step boundary; a second stops at once.
 
-        Only in the main thread of a single process whose SIGINT handler is Python's default; under DDP (ranks
-        would stop at different steps) and elsewhere Ctrl-C interrupts as usual and the last epoch's checkpoint
-        is what a resume starts from.
+        Only in the main thread of a single process, and only for a signal whose handler is still Python's default
+        (``default_int_handler`` for SIGINT; SIG_DFL, or the CLI's :func:`~distill.errors.terminate_handler`, for
+        SIGTERM). Under DDP (ranks would stop at different steps) and elsewhere a signal acts as usual and the last
+        epoch's checkpoint is what a resume starts from. The previous handlers are put back afterwards.
         """
-        self._sigint = False
-        previous = signal.getsignal(signal.SIGINT)
+        self._signal = None
         if self.dist.enabled or threading.current_thread() is not threading.main_thread():
             yield
             return
-        if previous is not signal.default_int_handler:
-            yield
-            return
+        previous = {s: signal.getsignal(s) for s in DEFERRED_SIGNALS}
+        ours = [s for s, h in previous.items() if any(h is d for d in DEFERRED_SIGNALS[s])]
 
         def handler(signum: int, frame: Any) -> None:
-            if self._sigint:
-                raise KeyboardInterrupt
-            self._sigint = True
+            if self._signal:  # asked twice: stop now, without another checkpoint
+                name = signal.Signals(signum).name
+                raise Interrupted(
+                    f"interrupted by {name} again; stopped at once; rerun with --resume to continue from the last "
+                    "checkpoint",
+                    signum,
+                )
+            self._signal = signum
 
-        signal.signal(signal.SIGINT, handler)
+        for s in ours:
+            signal.signal(s, handler)
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for s in ours:
+                signal.signal(s, previous[s])
 
     def _interrupt(self, partial: dict[str, Any] | None, save: bool = True) -> None:
         """Write a resumable checkpoint (mid-epoch when ``partial`` is given) and raise :class:`Interrupted`."""
         if save:
             self.save_checkpoint(partial)
+        signum = self._signal or signal.SIGINT
         spe = self.data.steps_per_epoch()
         where = (
             f"epoch {self.state.epoch + 1}/{self.epochs}, step {self.state.batch}/{spe}"
             if self.state.batch
             else f"after epoch {self.state.epoch}/{self.epochs}"
         )
+        what = f"interrupted by {signal.Signals(signum).name} in {where}"
         if self.checkpoint_path is None:
-            raise Interrupted(f"interrupted in {where}; no checkpoint was written (the trainer has no out_dir)")
+            raise Interrupted(f"{what}; no checkpoint was written (the trainer has no out_dir)", signum)
         raise Interrupted(
-            f"interrupted in {where}; checkpoint saved to {self.checkpoint_path}; rerun with --resume to continue"
+            f"{what}; checkpoint saved to {self.checkpoint_path}; rerun with --resume to continue", signum
         )
 
     def _reduce(
@@ -405,6 +457,24 @@ class Trainer:
                 )
             teacher = self._eval_teacher
         return classification_metrics(logits, labels, teacher)
+
+
+def _test_signal_at(out_dir: Path | None) -> tuple[signal.Signals, int] | None:
+    """The test hook's ``(signal, step)`` for a trainer writing to ``out_dir``; None when unset or for another stage."""
+    spec = os.environ.get(TEST_SIGNAL_VAR, "").strip()
+    if not spec:
+        return None
+    try:
+        name, step, *stage = spec.split(":")
+        sig = signal.Signals[name.upper() if name.upper().startswith("SIG") else f"SIG{name.upper()}"]
+        at = int(step)
+        if len(stage) > 1 or at < 1:
+            raise ValueError(spec)
+    except (KeyError, ValueError):
+        raise ConfigError(f"{TEST_SIGNAL_VAR}={spec!r}: expected SIGNAL:STEP[:STAGE], e.g. 'TERM:10:kd'") from None
+    if stage and (out_dir is None or out_dir.name != stage[0]):
+        return None
+    return sig, at
 
 
 def _np_state() -> dict[str, Any]:
