@@ -4,7 +4,10 @@ Used by tests/test_bad_inputs.py and by scripts/bad_inputs_doc.py, which writes 
 Placeholders: {tmp} a fresh directory, {recipe} configs/smoke.yaml, {teacher} a trained model directory,
 {signed} a signed copy of it, {pub} the signer's public key, {evil} a .pt file with a code-running pickle,
 {garbage} a directory of malformed IDX files, {empty} an empty directory, {run} a finished run directory,
-{key} the signer's private key ({keyprefix} without its suffix), {textrecipe} configs/text.yaml.
+{key} the signer's private key ({keyprefix} without its suffix), {textrecipe} configs/text.yaml, {oneclass} and
+{stray} IDX folders whose labels are all one class / hold one stray label 300, {truncreport} a run directory whose
+report.json was cut off. In {tmp}: bad.yaml, list.yaml, tag.yaml, dup.yaml (a key twice), latin.yaml and latin.csv
+(Latin-1, not UTF-8).
 """
 
 SYN = [
@@ -260,6 +263,99 @@ CASES = [
         "verify a model that was never signed",
         ["verify", "{teacher}", "--key", "{pub}"],
         "is not signed",
+    ),
+    # settings that used to pass silently, or fail only after the teacher had trained
+    ("seed-negative", "negative seed", [*RUN, "--set", "seed=-1"], "seed must be an integer from 0 to"),
+    (
+        "grad-clip-negative",
+        "negative grad_clip (gradient ascent)",
+        [*RUN, "--set", "train.grad_clip=-1"],
+        r"grad_clip must be null \(no clipping\) or a norm > 0",
+    ),
+    ("lr-inf", "infinite learning rate", [*RUN, "--set", "train.lr=.inf"], "train.lr must be a finite number"),
+    (
+        "temperature-inf",
+        "infinite temperature",
+        [*RUN, "--set", "methods=[{name: kd, params: {temperature: .inf}}]"],
+        "temperature must be a finite number",
+    ),
+    (
+        "param-not-a-number",
+        "a word where a method wants a number",
+        [*RUN, "--set", "methods=[{name: kd, params: {temperature: hot}}]"],
+        "method 'kd': temperature must be a number, got 'hot'",
+    ),
+    (
+        "option-not-a-number",
+        "a word where a dataset option wants a number",
+        [*RUN, "--set", "data.options={n_train: many}"],
+        "synthetic: n_train must be an integer, got 'many'",
+    ),
+    (
+        "train-subset-zero",
+        "train_subset 0 (used to mean all samples)",
+        [*RUN, "--set", "data.train_subset=0"],
+        r"train_subset must be null \(the whole split\) or a count >= 1, got 0",
+    ),
+    (
+        "eval-batch-size-zero",
+        "evaluation batch size 0",
+        [*RUN, "--set", "data.eval_batch_size=0"],
+        "eval_batch_size must be >= 1",
+    ),
+    (
+        "val-empty-select-best",
+        "select: best without a validation split",
+        [*RUN, "--set", "data.val_size=0", "--set", "select=best"],
+        "select=best need.* a validation split",
+    ),
+    (
+        "val-rounds-to-zero",
+        "a validation fraction smaller than one sample",
+        [*RUN, "--set", "data.val_size=0.0001"],
+        "rounds to 0 validation samples",
+    ),
+    (
+        "idx-one-class",
+        "IDX data whose labels are all one class",
+        [*RUN, "--set", "data.name=idx", "--set", "data.root={oneclass}"],
+        "a classifier needs at least 2",
+    ),
+    (
+        "idx-stray-label",
+        "one stray label 300 among 0-3",
+        [*RUN, "--set", "data.name=idx", "--set", "data.root={stray}"],
+        r"class\(es\) 4-299 of 0..300 never occur",
+    ),
+    (
+        "csv-not-utf8",
+        "a CSV file that is not UTF-8",
+        [*RUN, "--set", "data.name=csv", "--set", "data.options={path: '{tmp}/latin.csv', target: label}"],
+        r"not utf-8 text \(byte 0xe9",
+    ),
+    (
+        "yaml-duplicate-key",
+        "a recipe key given twice",
+        ["run", "{tmp}/dup.yaml", "--out", "{tmp}/out"],
+        r"line 3, column 1: key 'seed' appears twice \(first at line 1\)",
+    ),
+    (
+        "yaml-not-utf8",
+        "a recipe that is not UTF-8",
+        ["run", "{tmp}/latin.yaml", "--out", "{tmp}/out"],
+        r"is not UTF-8 text \(byte 0xe9",
+    ),
+    (
+        "recipe-path-too-long",
+        "a path longer than the system allows",
+        ["run", "{tmp}/" + "y" * 300 + ".yaml", "--out", "{tmp}/out"],
+        "path too long: .* the system allows 255 per name",
+    ),
+    (
+        "info-report-truncated",
+        "info on a run whose report.json was cut off",
+        ["info", "{truncreport}"],
+        "report.json is not valid JSON",
     ),
 ]
 

@@ -1,13 +1,16 @@
 """Every bad input in tests/bad_input_cases.py: one line saying what is wrong, exit 2, no traceback, nothing lost."""
 
+import errno
 import hashlib
 import json
 import pickle
 import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
@@ -15,11 +18,12 @@ from hypothesis import strategies as st
 
 from distill.cli import main
 from distill.config import load_config
+from distill.data.idx import write_idx
 from distill.errors import ConfigError
 from distill.trust import generate_keypair, sign_model
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bad_input_cases import CASES, SYN, fill
+from bad_input_cases import CASES, RUN, SYN, fill
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,6 +85,14 @@ def fixtures(tmp_path_factory):
     ):
         (garbage / name).write_bytes(b"not an idx file at all")
     (base / "empty").mkdir()
+    x = np.zeros((100, 28, 28), dtype=np.uint8)
+    for name, labels in (("oneclass", np.zeros(100)), ("stray", np.r_[np.arange(99) % 4, 300])):
+        for prefix, n in (("train", 100), ("t10k", 20)):
+            write_idx(base / name / f"{prefix}-images-idx3-ubyte", x[:n])
+            write_idx(base / name / f"{prefix}-labels-idx1-ubyte", labels[:n].astype(np.int16))
+    truncreport = base / "truncreport"
+    truncreport.mkdir()
+    (truncreport / "report.json").write_bytes((run / "report.json").read_bytes()[:200])
     return {
         "recipe": recipe,
         "run": str(run),
@@ -96,6 +108,9 @@ def fixtures(tmp_path_factory):
         "key": str(base / "k.key"),
         "keyprefix": str(base / "k"),
         "textrecipe": str(ROOT / "configs/text.yaml"),
+        "oneclass": str(base / "oneclass"),
+        "stray": str(base / "stray"),
+        "truncreport": str(truncreport),
     }
 
 
@@ -103,6 +118,10 @@ def write_recipes(tmp: Path) -> None:
     (tmp / "bad.yaml").write_text("train: [1, 2\nmethods: x\n")
     (tmp / "list.yaml").write_text("- 1\n- 2\n")
     (tmp / "tag.yaml").write_text("seed: !!python/object/apply:os.system ['touch /tmp/distill-pwned']\n")
+    (tmp / "dup.yaml").write_text("seed: 1\ndata: {name: synthetic}\nseed: 2\n")
+    (tmp / "latin.yaml").write_bytes("seed: 0  # café\n".encode("latin-1"))
+    rows = "".join(f"{i},{'Orléans' if i % 2 else 'Caen'},{'yn'[i % 2]}\n" for i in range(20))
+    (tmp / "latin.csv").write_bytes(("x,town,label\n" + rows).encode("latin-1"))
 
 
 @pytest.mark.parametrize(("case", "what", "argv", "pattern"), CASES, ids=[c[0] for c in CASES])
@@ -163,3 +182,98 @@ def test_config_loader_fuzz_raw_text(tmp_path, text):
         load_config(p)
     except ConfigError:
         pass
+
+
+# ----------------------------------------------------------------------------------------- the CLI's error boundary
+
+
+def _raise(exc: BaseException):
+    def dispatch(args):
+        raise exc
+
+    return dispatch
+
+
+ENV_ERRORS = [
+    (
+        PermissionError(errno.EACCES, "Permission denied", "/no-dir/out"),
+        "cannot create '/no-dir/out': Permission denied",
+    ),
+    (OSError(errno.EROFS, "Read-only file system", "/mnt/ro/x"), "cannot write '/mnt/ro/x': Read-only file system"),
+    (OSError(errno.ENOSPC, "No space left on device", "/f"), "cannot write '/f': No space left on device; free"),
+    (OSError(errno.ENOSPC, "No space left on device"), "No space left on device (errno 28)"),
+    (FileNotFoundError(errno.ENOENT, "No such file or directory", "/x/y"), "cannot open '/x/y': No such file"),
+    (OSError(errno.ENAMETOOLONG, "File name too long", "/t/" + "n" * 300), "path too long: '/t/nnn"),
+    (UnicodeDecodeError("utf-8", b"ab\xff", 2, 3, "invalid start byte"), "cannot read a file as utf-8 text (byte 0xff"),
+    (UnicodeEncodeError("ascii", "caf\xe9", 3, 4, "ordinal not in range"), "cannot encode 'é' as ascii; use a UTF-8"),
+]
+
+
+@pytest.mark.parametrize(
+    ("exc", "expect"), ENV_ERRORS, ids=[type(e).__name__ + str(i) for i, (e, _) in enumerate(ENV_ERRORS)]
+)
+def test_environment_errors_raised_anywhere_are_one_line_and_debug_still_raises(monkeypatch, capsys, exc, expect):
+    import distill.cli as cli
+
+    monkeypatch.setattr(cli, "dispatch", _raise(exc))
+    assert main(["list", "models"]) == 2
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"distill: error: {expect}"), lines
+    with pytest.raises(type(exc)):
+        main(["--debug", "list", "models"])
+
+
+def test_bugs_keep_their_traceback(monkeypatch):
+    import distill.cli as cli
+
+    monkeypatch.setattr(cli, "dispatch", _raise(RuntimeError("a bug")))
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["list", "models"])
+
+
+def test_a_file_where_the_cache_directory_should_be_is_one_line(fixtures, tmp_path, capsys):
+    """A real OSError from deep inside a run (the teacher cache's temporary file) reaches the boundary."""
+    (tmp_path / "afile").write_text("x")
+    args = [*RUN, "--set", "cache.mode=fixed", "--set", "data.augment=false", "--set", f"cache.dir={tmp_path}/afile/c"]
+    capsys.readouterr()
+    assert main([fill(a, {"tmp": tmp_path, **fixtures}) for a in args]) == 2
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip() and "epoch" not in ln]
+    assert len(lines) == 1 and re.fullmatch(
+        r"distill: error: cannot use '.*': .*/afile is a file, not a directory", lines[0]
+    )
+
+
+def test_pickle_refusal_is_one_line_in_a_real_process(fixtures, tmp_path):
+    """torch warns (two lines) before it refuses the pickle; outside pytest's capture only our line may remain."""
+    args = [*RUN, "--set", "student.model=torchvision:resnet18", "--set", "student.kwargs={checkpoint: '{evil}'}"]
+    argv = [fill(a, {"tmp": tmp_path, **fixtures}) for a in args]
+    proc = subprocess.run([sys.executable, "-m", "distill", *argv], capture_output=True, text=True, timeout=300)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("distill: error: refusing to unpickle")
+    assert not Path("/tmp/distill-pwned").exists()
+
+
+def test_info_refuses_a_report_that_is_not_one(fixtures, tmp_path, capsys):
+    good = json.loads((Path(fixtures["run"]) / "report.json").read_text())
+    bad = {
+        "a list": ([], "expected a JSON object, got list"),
+        "no students": ({**good, "students": None}, "'students' is missing or of the wrong type"),
+        "text seconds": ({**good, "seconds": "long"}, "'seconds' is missing"),
+        "text accuracy": (
+            {**good, "students": [{**good["students"][0], "accuracy": "high"}]},
+            "students.0.accuracy is 'high', not a number",
+        ),
+        "latin-1": (None, "is not valid JSON"),
+    }
+    for what, (report, expect) in bad.items():
+        d = tmp_path / what.replace(" ", "_")
+        d.mkdir()
+        if report is None:
+            (d / "report.json").write_bytes('{"date": "é"}'.encode("latin-1"))
+        else:
+            (d / "report.json").write_text(json.dumps(report))
+        capsys.readouterr()
+        assert main(["info", str(d)]) == 2, what
+        lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+        assert len(lines) == 1 and expect in lines[0], (what, lines)

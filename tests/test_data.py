@@ -323,8 +323,8 @@ def test_unknown_option_is_a_config_error():
 
 
 def test_image_data_validation():
-    x, y = torch.zeros(4, 1, 2, 2, dtype=torch.uint8), torch.zeros(4, dtype=torch.int64)
-    ok = {"x_test": x, "y_test": y, "classes": ["a"], "mean": (0.5,), "std": (0.5,)}
+    x, y = torch.zeros(4, 1, 2, 2, dtype=torch.uint8), torch.tensor([0, 1, 0, 1])
+    ok = {"x_test": x, "y_test": y, "classes": ["a", "b"], "mean": (0.5,), "std": (0.5,)}
     with pytest.raises(DataError, match="uint8"):
         ImageData("t", x.float(), y, **ok)
     with pytest.raises(DataError, match="int64"):
@@ -333,3 +333,98 @@ def test_image_data_validation():
         ImageData("t", x[:0], y[:0], **ok)
     with pytest.raises(DataError, match="per channel"):
         ImageData("t", x, y, **{**ok, "mean": (0.5, 0.5)})
+
+
+# ------------------------------------------------------------------------------------------- labels and settings
+
+
+def test_labels_a_classifier_cannot_learn_from_are_refused():
+    x = torch.zeros(4, 1, 2, 2, dtype=torch.uint8)
+
+    def make(y_train: list[int], y_test: list[int], classes: list[str]) -> ImageData:
+        return ImageData("t", x, torch.tensor(y_train), x, torch.tensor(y_test), classes, (0.5,), (0.5,))
+
+    with pytest.raises(DataError, match=r"1 class\(es\); a classifier needs at least 2"):
+        make([0, 0, 0, 0], [0, 0, 0, 0], ["a"])
+    with pytest.raises(DataError, match="every training sample has label 1"):
+        make([1, 1, 1, 1], [0, 1, 0, 1], ["a", "b"])
+    with pytest.raises(DataError, match=r"test split has label\(s\) -1, 7 but the 2 classes are numbered 0..1"):
+        make([0, 1, 0, 1], [0, -1, 7, 1], ["a", "b"])
+
+
+def test_idx_one_class_and_stray_label_are_refused(no_data_env):
+    one = write_fake_mnist(no_data_env / "one", k=1)
+    with pytest.raises(DataError, match="at least 2"):
+        load_dataset("idx", root=str(one))
+    stray = write_fake_mnist(no_data_env / "stray", k=10, gz=False)
+    labels = read_idx(stray / "train-labels-idx1-ubyte").numpy().copy().astype(np.int16)
+    labels[3] = 300
+    write_idx(stray / "train-labels-idx1-ubyte", labels)
+    with pytest.raises(DataError, match=r"class\(es\) 10-299 of 0..300 never occur.*found: 0-9, 300"):
+        load_dataset("idx", root=str(stray))
+
+
+def test_missing_distill_data_directory_is_named(no_data_env, monkeypatch):
+    monkeypatch.setenv("DISTILL_DATA", str(no_data_env / "typo"))
+    for name in ("fashion_mnist", "mnist", "cifar10"):
+        with pytest.raises(DataError, match=r"DISTILL_DATA is set to .*typo.*not a directory"):
+            load_dataset(name)
+
+
+def test_subset_below_one_is_refused_and_above_the_size_keeps_the_split(synth):
+    for n in (0, -5):
+        with pytest.raises(ConfigError, match=r"train_subset must be null .* count >= 1, got .* split has 256\)"):
+            synth.subset(n)
+    with pytest.raises(ConfigError, match="test_subset"):
+        synth.subset(None, 0)
+    assert len(synth.subset(10_000).x_train) == 256 and len(synth.subset(7).x_train) == 7
+
+
+def test_datamodule_refuses_zero_eval_batch_and_a_validation_fraction_that_rounds_to_nothing(synth):
+    from distill.data.module import DataModule
+
+    with pytest.raises(DataError, match="eval_batch_size must be >= 1"):
+        DataModule(synth, eval_batch_size=0)
+    with pytest.raises(DataError, match="rounds to 0 validation samples"):
+        DataModule(synth, val_size=0.0001)
+    assert len(DataModule(synth, val_size=0).x_val) == 0  # 0: no validation split, on purpose
+
+
+def test_dataset_options_are_checked_against_the_loader_signature():
+    with pytest.raises(ConfigError, match="synthetic: n_train must be an integer, got 'abc'"):
+        load_dataset("synthetic", n_train="abc")
+    with pytest.raises(ConfigError, match="synthetic: noise must be a finite number, got nan"):
+        load_dataset("synthetic", noise=float("nan"))
+    with pytest.raises(ConfigError, match="pixels"):
+        load_dataset("synthetic", n_train=10**12)
+
+
+def _csv(path: Path, text: str, encoding: str = "utf-8") -> Path:
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+def test_csv_source_takes_the_documented_options_path_and_root(tmp_path):
+    body = "x,kind,label\n" + "".join(f"{i},{'ab'[i % 2]},{'yn'[i % 2]}\n" for i in range(20))
+    f = _csv(tmp_path / "t.csv", body)
+    by_path = load_dataset("csv", path=str(f), target="label")  # data.options: {path: f.csv, target: label}
+    by_root = load_dataset("csv", root=str(f), target="label")
+    assert by_path.fingerprint() == by_root.fingerprint() and by_path.classes == ["n", "y"]
+    with pytest.raises(ConfigError, match="name different files"):
+        load_dataset("csv", root=str(tmp_path / "other.csv"), path=str(f), target="label")
+    with pytest.raises(ConfigError, match="needs the file and its label column"):
+        load_dataset("csv", target="label")
+    with pytest.raises(ConfigError, match=r"csv: unknown option.*colour"):
+        load_dataset("csv", path=str(f), target="label", colour=1)
+
+
+def test_csv_that_is_not_utf8_is_one_clear_error_and_its_encoding_can_be_named(tmp_path):
+    body = "x,town,label\n" + "".join(f"{i},{'Orléans' if i % 2 else 'Caen'},{'yn'[i % 2]}\n" for i in range(20))
+    f = _csv(tmp_path / "latin.csv", body, "latin-1")
+    with pytest.raises(DataError, match=r"latin.csv: not utf-8 text \(byte 0xe9 at offset \d+\).*encoding"):
+        load_dataset("csv", path=str(f), target="label")
+    assert "town=Orléans" in load_dataset("csv", path=str(f), target="label", encoding="latin-1").feature_names
+    with pytest.raises(ConfigError, match="unknown encoding 'klingon'"):
+        load_dataset("csv", path=str(f), target="label", encoding="klingon")
+    _csv(tmp_path / "bom.csv", "\ufeff" + body.replace("é", "e"))
+    assert load_dataset("csv", path=str(tmp_path / "bom.csv"), target="label").feature_names[0] == "x"

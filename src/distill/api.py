@@ -111,8 +111,13 @@ def check_outputs(model: nn.Module, data: ImageData, what: str) -> None:
     with torch.no_grad():
         was = model.training
         model.eval()
-        out = model(torch.zeros(1, data.in_channels, *data.image_size, device=next(model.parameters()).device))
-        model.train(was)
+        shape = (1, data.in_channels, *data.image_size)
+        try:
+            out = model(torch.zeros(shape, device=next(model.parameters()).device))
+        except RuntimeError as e:  # e.g. a CNN whose pooling leaves nothing of a tiny image
+            raise ConfigError(f"{what} cannot take {data.name}'s input of shape {list(shape[1:])}: {e}") from e
+        finally:
+            model.train(was)
     if out.shape[-1] != data.num_classes:
         raise ConfigError(f"{what} has {out.shape[-1]} outputs but {data.name} has {data.num_classes} classes")
 

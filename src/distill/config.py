@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,19 +21,49 @@ from distill.engine.cache import CacheSettings
 from distill.engine.trainer import OptimSettings
 from distill.errors import ConfigError
 
+MAX_SEED = 2**32 - 1  # numpy's seed range
+MAX_THREADS = 4096
+FLOAT32_MAX = 3.4028234663852886e38  # what training computes in
+
+
+def _require(name: str, value: Any, ok: bool, expected: str) -> None:
+    """Refuse ``value`` of setting ``name`` unless ``ok``; a float must also be finite (NaN passes no comparison
+    check, and inf passes ``> 0``)."""
+    if not ok or (isinstance(value, float) and not math.isfinite(value)):
+        raise ConfigError(f"{name} must be {expected}, got {_show(value)}")
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    """``repr`` of a user value, shortened: a 400-digit number or a long string must not flood the error line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
 
 @dataclass
 class DataConfig:
     name: str = "fashion_mnist"
     root: str | None = None  # a directory with the data; default: the dataset's usual places
     download: bool = False  # let torchvision download it when it is not found (needs internet)
-    val_size: float = 0.1  # a fraction (< 1) or a count of training samples held out for validation
+    # A fraction (< 1) or a whole count of training samples held out for validation. 0: no validation split; the
+    # per-epoch metrics are then taken on the test split, so select: best and flow.finetune_on_val refuse it.
+    val_size: float = 0.1
     batch_size: int = 128
     eval_batch_size: int = 1024
     augment: bool = True
-    train_subset: int | None = None  # use only this many (seeded) training samples
+    train_subset: int | None = None  # use only this many (seeded) training samples; more than there are: all
     test_subset: int | None = None
     options: dict[str, Any] = field(default_factory=dict)  # source-specific arguments, e.g. {target: price} for csv
+
+    def __post_init__(self) -> None:
+        if clash := sorted(set(self.options) & {"root", "download"}):  # they are settings of their own
+            raise ConfigError(f"options.{clash[0]}: set data.{clash[0]} instead (it is not a source option)")
+        v = self.val_size
+        _require("val_size", v, v >= 0 and (v < 1 or float(v).is_integer()), "a fraction in [0, 1) or a whole count")
+        _require("batch_size", self.batch_size, self.batch_size >= 1, ">= 1")
+        _require("eval_batch_size", self.eval_batch_size, self.eval_batch_size >= 1, ">= 1")
+        for name in ("train_subset", "test_subset"):
+            n = getattr(self, name)
+            _require(name, n, n is None or n >= 1, "null (the whole split) or a count >= 1")
 
 
 @dataclass
@@ -73,10 +105,8 @@ class FlowConfig:
     finetune_params: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.finetune_epochs < 1:
-            raise ConfigError(f"finetune_epochs must be >= 1, got {self.finetune_epochs}")
-        if not self.finetune_lr > 0:
-            raise ConfigError(f"finetune_lr must be > 0, got {self.finetune_lr}")
+        _require("finetune_epochs", self.finetune_epochs, self.finetune_epochs >= 1, ">= 1")
+        _require("finetune_lr", self.finetune_lr, self.finetune_lr > 0, "> 0")
 
 
 @dataclass
@@ -92,6 +122,13 @@ class BenchConfig:
     batch_sizes: list[int] = field(default_factory=lambda: [1, 256])
     repeats: int = 20
     threads: int | None = None  # torch threads while timing (default: torch's own)
+
+    def __post_init__(self) -> None:
+        for i, bs in enumerate(self.batch_sizes):
+            _require(f"batch_sizes.{i}", bs, bs >= 1, ">= 1")
+        _require("repeats", self.repeats, self.repeats >= 1, ">= 1")
+        _require("threads", self.threads, self.threads is None or 1 <= self.threads <= MAX_THREADS,
+                 f"null (torch's default) or from 1 to {MAX_THREADS}")  # fmt: skip
 
 
 @dataclass
@@ -121,16 +158,21 @@ class Config:
     flow: FlowConfig = field(default_factory=FlowConfig)
 
     def __post_init__(self) -> None:
+        _require("seed", self.seed, 0 <= self.seed <= MAX_SEED, f"an integer from 0 to {MAX_SEED}")
         if self.select not in ("last", "best"):
             raise ConfigError(f"select must be 'last' or 'best', got {self.select!r}")
         labels = [m.label or m.name for m in self.methods]
         dup = sorted({x for x in labels if labels.count(x) > 1})
         if dup:
             raise ConfigError(f"methods {dup} appear twice; give each a distinct 'label'")
-        if self.data.val_size < 0:
-            raise ConfigError(f"data.val_size must be >= 0, got {self.data.val_size}")
-        if self.data.batch_size < 1:
-            raise ConfigError(f"data.batch_size must be >= 1, got {self.data.batch_size}")
+        needs_val = [what for what, on in (("select=best", self.select == "best"),
+                                           ("flow.finetune_on_val", self.flow.finetune_on_val)) if on]  # fmt: skip
+        if needs_val and self.data.val_size == 0:
+            raise ConfigError(
+                f"{' and '.join(needs_val)} {'needs' if len(needs_val) == 1 else 'need'} a validation split, but "
+                "data.val_size=0 holds none out; set data.val_size to a fraction (e.g. 0.1) or a count of training "
+                "samples"
+            )
         if self.cache.mode == "fixed" and self.data.augment:
             raise ConfigError(
                 "cache.mode=fixed caches one teacher output per sample, which with random augmentation would pair "
@@ -164,6 +206,7 @@ def from_dict(cls: type, raw: Any, path: str = "") -> Any:
 
 
 def _coerce(tp: Any, value: Any, where: str) -> Any:
+    """``value`` checked against annotation ``tp`` (ints are accepted for floats, which must be finite)."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
@@ -177,37 +220,105 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
                 return _coerce(a, value, where)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
+        raise ConfigError(errors[0] if errors else f"{where}: invalid value {_show(value)}")
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, where)
     if origin in (list, tuple, typing.get_origin(typing.Sequence[int])) or tp in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where} must be a list, got {value!r}")
-        (item,) = typing.get_args(tp) or (Any,)
+            raise ConfigError(f"{where} must be a list, got {_show(value)}")
+        args = typing.get_args(tp)
+        item = args[0] if args else Any  # tuple[int, ...] and Sequence[int] alike
         return [_coerce(item, v, f"{where}.{i}") for i, v in enumerate(value)]
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{where} must be a mapping, got {value!r}")
-        return dict(value)
+            raise ConfigError(f"{where} must be a mapping, got {_show(value)}")
+        key_tp, value_tp = typing.get_args(tp) or (Any, Any)
+        out = {}
+        for k, v in value.items():
+            if key_tp is str and not isinstance(k, str):
+                raise ConfigError(f"{where}: keys must be names (strings), got {_show(k)}")
+            out[k] = _coerce(value_tp, v, f"{where}.{k}")
+        return out
     if tp is Any:
+        _check_finite(value, where)
         return value
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{where} must be true or false, got {value!r}")
+            raise ConfigError(f"{where} must be true or false, got {_show(value)}")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where} must be a number, got {value!r}")
+            raise ConfigError(f"{where} must be a number, got {_show(value)}")
+        _check_finite(value, where, number=True)
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where} must be an integer, got {value!r}")
+            raise ConfigError(f"{where} must be an integer, got {_show(value)}")
         return value
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{where} must be a string, got {value!r}")
+            raise ConfigError(f"{where} must be a string, got {_show(value)}")
         return value
-    raise ConfigError(f"{where}: unsupported type {tp}")
+    raise _Unsupported(f"{where}: unsupported type {tp}")
+
+
+class _Unsupported(ConfigError):
+    """An annotation the recipe checker does not know (a schema bug in a dataclass; skipped by check_value)."""
+
+
+def _check_finite(value: Any, where: str, number: bool = False) -> None:
+    """Refuse NaN and infinity (YAML's ``.nan``/``.inf``, or ``1.0e+999``) anywhere in ``value``: no setting means
+    "unbounded" by infinity, and NaN passes every range check. Training computes in float32, so a float (or, where
+    a ``number`` is expected, an int) beyond float32's range is infinite there and refused too."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_finite(v, f"{where}.{k}", number)
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_finite(v, f"{where}.{i}", number)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            finite = math.isfinite(value)
+        except OverflowError:  # an int beyond any float
+            finite = False
+        if not finite:
+            raise ConfigError(f"{where} must be a finite number, got {_show(value)}")
+        if (number or isinstance(value, float)) and abs(value) > FLOAT32_MAX:
+            raise ConfigError(f"{where} must be a number within ±{FLOAT32_MAX:.3g} (float32), got {_show(value)}")
+
+
+def check_value(annotation: Any, value: Any, where: str) -> None:
+    """Check a keyword argument against its annotation (a type, or a string from ``from __future__ import
+    annotations``) the way recipe values are checked; an annotation naming other types checks finiteness only.
+
+    For the ``**kwargs``-like parts of a recipe (method params, data options): their functions' signatures are the
+    schema.
+    """
+    if isinstance(annotation, str):
+        try:
+            annotation = eval(annotation, {"__builtins__": {}}, _ANNOTATION_NAMES)  # our own annotations, names only
+        except Exception:  # a type we do not check (nn.Module, Path ...)
+            annotation = Any
+    if annotation is inspect.Parameter.empty:
+        annotation = Any
+    try:
+        _coerce(annotation, value, where)
+    except _Unsupported:
+        _check_finite(value, where)
+
+
+_ANNOTATION_NAMES = {
+    "int": int,
+    "float": float,
+    "bool": bool,
+    "str": str,
+    "None": None,
+    "list": list,
+    "tuple": tuple,
+    "dict": dict,
+    "Any": Any,
+    "Sequence": typing.Sequence,
+}
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -218,27 +329,28 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key.strip():
         raise ConfigError(f"override {text!r} has no key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml_load(raw) if raw.strip() else ""
     except yaml.YAMLError as e:
-        raise ConfigError(f"override {text!r}: the value is not valid YAML ({e})") from e
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({_yaml_problem(e)})") from e
     return key.strip().split("."), value
 
 
 def apply_override(raw: dict, keys: list[str], value: Any) -> None:
     node: Any = raw
     for i, k in enumerate(keys[:-1]):
-        if isinstance(node, list):
-            node = _list_item(node, k, keys[: i + 1])
-        else:
-            node = node.setdefault(k, {})
-            if not isinstance(node, (dict, list)):
-                raise ConfigError(f"cannot set {'.'.join(keys)}: {'.'.join(keys[: i + 1])} is not a mapping")
+        node = _list_item(node, k, keys[: i + 1]) if isinstance(node, list) else node.setdefault(k, {})
+        if not isinstance(node, (dict, list)):
+            raise ConfigError(
+                f"cannot set {'.'.join(keys)}: {'.'.join(keys[: i + 1])} is {_show(node)}, not a mapping or a list"
+            )
     last = keys[-1]
     if isinstance(node, list):
-        idx = int(last) if last.isdigit() else None
-        if idx is None or idx >= len(node):
+        if not last.isdigit():
+            where = ".".join(keys[:-1]) or "the recipe"
+            raise ConfigError(f"cannot set {'.'.join(keys)}: {where} is a list; name an item by its number (0, 1 ...)")
+        if int(last) >= len(node):
             raise ConfigError(f"cannot set {'.'.join(keys)}: index {last} is out of range (the list has {len(node)})")
-        node[idx] = value
+        node[int(last)] = value
     else:
         node[last] = value
 
@@ -249,16 +361,58 @@ def _list_item(node: list, k: str, keys: list[str]) -> Any:
     return node[int(k)]
 
 
+class RecipeLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` (no tags, no objects) that also refuses a key given twice in one mapping, which plain
+    YAML loading resolves silently in favour of the last one."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, yaml.Mark] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` may repeat keys on purpose
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: the base class says so
+                continue
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {_show(key)} appears twice (first at line {first.line + 1}); keep one",
+                    key_node.start_mark,
+                )  # fmt: skip
+            seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep)
+
+
+def yaml_load(text: str) -> Any:
+    """``yaml.safe_load`` that refuses duplicate keys (see :class:`RecipeLoader`)."""
+    return yaml.load(text, Loader=RecipeLoader)  # a SafeLoader subclass: safe_load plus one check
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """A YAML error's problem on one line (``str(e)`` spans several, with the file and a caret)."""
+    return " ".join(str(getattr(e, "problem", None) or e).split())
+
+
 def read_yaml(path: str | Path) -> dict:
+    """Read a recipe file: a UTF-8 YAML mapping without tags or duplicate keys."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"recipe {path} does not exist")
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"recipe {path} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); save it as UTF-8"
+        ) from e
+    except OSError as e:
+        raise ConfigError(f"cannot read recipe {path}: {e.strerror or e}") from e
+    try:
+        raw = yaml_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"recipe {path} is not valid YAML{where}: {getattr(e, 'problem', e)}") from e
+        raise ConfigError(f"recipe {path} is not valid YAML{where}: {_yaml_problem(e)}") from e
     if raw is None:
         return {}
     if not isinstance(raw, dict):

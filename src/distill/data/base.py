@@ -8,6 +8,7 @@ happen later on whole batches (:mod:`distill.data.augment`). A source is a funct
 from __future__ import annotations
 
 import hashlib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from distill.errors import DataError
+from distill.errors import ConfigError, DataError
 from distill.registry import Registry
 
 
@@ -45,6 +46,7 @@ class ImageData:
                 raise DataError(f"{self.name}: {part} labels must be int64 (N,) matching the images")
         if len(self.x_train) == 0:
             raise DataError(f"{self.name}: the training split is empty")
+        check_labels(self.name, self.y_train, self.y_test, len(self.classes))
         if len(self.mean) != self.in_channels or len(self.std) != self.in_channels:
             raise DataError(f"{self.name}: mean/std need one value per channel ({self.in_channels})")
 
@@ -69,6 +71,38 @@ class ImageData:
         return subset_splits(self, n_train, n_test, seed)
 
 
+def check_labels(name: str, y_train: Tensor, y_test: Tensor, num_classes: int) -> None:
+    """Refuse labels a classifier cannot learn from: fewer than 2 classes, labels outside ``0..num_classes-1``, or
+    a training split of one class only (it would train to a perfect, meaningless validation accuracy)."""
+    if num_classes < 2:
+        raise DataError(f"{name}: {num_classes} class(es); a classifier needs at least 2")
+    for part, y in (("training", y_train), ("test", y_test)):
+        if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+            outside = torch.unique(y[(y < 0) | (y >= num_classes)])
+            raise DataError(
+                f"{name}: the {part} split has label(s) {format_ranges(outside.tolist())} but the {num_classes} "
+                f"classes are numbered 0..{num_classes - 1}"
+            )
+    present = torch.unique(y_train)
+    if len(present) < 2:
+        raise DataError(
+            f"{name}: every training sample has label {int(present[0])}; a classifier needs samples of at least "
+            "2 classes (a larger data.train_subset, or data with more classes)"
+        )
+
+
+def format_ranges(values: list[int], show: int = 8) -> str:
+    """``[0, 1, 2, 5, 7, 8]`` -> ``"0-2, 5, 7-8"``: label lists stay short in messages (at most ``show`` runs)."""
+    runs: list[list[int]] = []
+    for v in sorted(values):
+        if runs and v == runs[-1][1] + 1:
+            runs[-1][1] = v
+        else:
+            runs.append([v, v])
+    parts = [str(a) if a == b else f"{a}-{b}" for a, b in runs]
+    return ", ".join(parts[:show]) + (f" (+{len(parts) - show} more)" if len(parts) > show else "")
+
+
 def fingerprint_splits(data: Any) -> str:
     """sha256 over the name and every tensor of a dataset's train/test splits (images or table rows alike)."""
     h = hashlib.sha256(data.name.encode())
@@ -79,7 +113,17 @@ def fingerprint_splits(data: Any) -> str:
 
 
 def subset_splits(data: Any, n_train: int | None, n_test: int | None, seed: int) -> Any:
-    """A copy of a dataclass dataset with seeded random slices of its train and test splits."""
+    """A copy of a dataclass dataset with seeded random slices of its train and test splits.
+
+    ``None``, or a count at least the split's size, keeps a split whole; a count below 1 is refused (it is not
+    "everything", and a negative one would slice from the end).
+    """
+    for what, n in (("train_subset", n_train), ("test_subset", n_test)):
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            size, split = (len(data.x_train), "training") if what == "train_subset" else (len(data.x_test), "test")
+            raise ConfigError(
+                f"{what} must be null (the whole split) or a count >= 1, got {n!r} (the {split} split has {size})"
+            )
     out = data
     if n_train is not None and n_train < len(data.x_train):
         idx = torch.randperm(len(data.x_train), generator=torch.Generator().manual_seed(seed))[:n_train]
@@ -98,10 +142,26 @@ def register_dataset(name: str) -> Callable[[DatasetLoader], DatasetLoader]:
     return DATASETS.register(name)
 
 
-def load_dataset(name: str, **kwargs: Any) -> ImageData:
-    """Load a registered dataset by name (``fashion_mnist``, ``mnist``, ``cifar10`` ...)."""
+def load_dataset(name: str, /, **kwargs: Any) -> ImageData:
+    """Load a registered dataset by name (``fashion_mnist``, ``mnist``, ``cifar10`` ...).
+
+    Every option is checked against the loader's signature first (types, finite numbers): a source's keyword
+    arguments are the schema of ``data.options``.
+    """
     _load_builtin()
-    return DATASETS.get(name)(**kwargs)
+    loader = DATASETS.get(name)
+    _check_options(name, loader, kwargs)
+    return loader(**kwargs)
+
+
+def _check_options(name: str, loader: Callable[..., Any], kwargs: dict[str, Any]) -> None:
+    from distill.config import check_value  # config imports the engine, which imports this module
+
+    params = inspect.signature(loader).parameters
+    for key, value in kwargs.items():
+        p = params.get(key)
+        annotation = p.annotation if p is not None and p.kind is not p.VAR_KEYWORD else Any
+        check_value(annotation, value, f"{name}: {key}")
 
 
 def dataset_names() -> list[str]:

@@ -50,8 +50,15 @@ class DataModule:
         n_val = round(val_size * n) if isinstance(val_size, float) and val_size < 1 else int(val_size)
         if not 0 <= n_val < n:
             raise DataError(f"val_size={val_size} leaves no training data ({n} samples); use a smaller value")
+        if n_val == 0 and val_size > 0:  # 0 means "no validation split": a fraction must not round to it unseen
+            raise DataError(
+                f"val_size={val_size} of {n} training samples rounds to 0 validation samples; use 0 for no "
+                "validation split, or a larger fraction or a count"
+            )
         if batch_size < 1:
             raise DataError(f"batch_size must be >= 1, got {batch_size}")
+        if eval_batch_size < 1:
+            raise DataError(f"eval_batch_size must be >= 1, got {eval_batch_size}")
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
         val_idx, train_idx = perm[:n_val].sort().values, perm[n_val:].sort().values
         self.data = data

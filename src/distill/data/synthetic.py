@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from distill.data.base import ImageData, register_dataset
 from distill.errors import ConfigError
 
+MAX_PIXELS = 2**30
+
 
 @register_dataset("synthetic")
 def synthetic(
@@ -40,6 +42,12 @@ def synthetic(
             raise ConfigError(f"synthetic: {key} must be >= 1, got {value}")
     if n_test < 0 or noise < 0:
         raise ConfigError(f"synthetic: n_test and noise must be >= 0, got {n_test} and {noise}")
+    pixels = (n_train + n_test) * channels * size * size
+    if pixels > MAX_PIXELS:  # a toy dataset held in memory (as float while drawn): refuse before allocating
+        raise ConfigError(
+            f"synthetic: (n_train + n_test) x channels x size^2 = {pixels:.3g} pixels is beyond the {MAX_PIXELS:.3g} "
+            "a toy dataset may take; use smaller values"
+        )
     g = torch.Generator().manual_seed(seed)
     coarse = torch.rand(num_classes, channels, 4, 4, generator=g)
     protos = F.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)  # (K, C, S, S), smooth

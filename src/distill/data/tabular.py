@@ -12,6 +12,7 @@ Classical students take ``data.x_train.numpy()`` directly.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import math
 from collections.abc import Iterator, Sequence
@@ -24,7 +25,7 @@ import torch
 from torch import Tensor
 
 from distill.data.augment import AugmentSpec
-from distill.data.base import fingerprint_splits, register_dataset, subset_splits
+from distill.data.base import check_labels, fingerprint_splits, register_dataset, subset_splits
 from distill.data.module import Batch, DataModule
 from distill.data.vision import stratified_split
 from distill.errors import ConfigError, DataError
@@ -55,6 +56,7 @@ class TabularData:
                 raise DataError(f"{self.name}: {part} labels must be int64 (N,) matching the features")
         if len(self.x_train) == 0:
             raise DataError(f"{self.name}: the training split is empty")
+        check_labels(self.name, self.y_train, self.y_test, len(self.classes))
         if self.x_train.shape[1] != len(self.feature_names) or self.x_test.shape[1] != self.x_train.shape[1]:
             raise DataError(f"{self.name}: {len(self.feature_names)} feature names for {self.x_train.shape[1]} columns")
 
@@ -228,6 +230,7 @@ def load_csv(
     standardize: bool = True,
     max_categories: int = 100,
     delimiter: str = ",",
+    encoding: str = "utf-8",
 ) -> TabularData:
     """Read a CSV with a header row into a :class:`TabularData`.
 
@@ -241,12 +244,25 @@ def load_csv(
         standardize: scale numeric columns to zero mean, unit variance (training-split statistics).
         max_categories: refuse a categorical column with more distinct values (likely an id).
         delimiter: the field separator.
+        encoding: the file's text encoding (``utf-8`` also reads a UTF-8 byte-order mark).
     """
     path = Path(path).expanduser()
     if not path.is_file():
         raise DataError(f"CSV file {path} does not exist")
-    with path.open(newline="") as f:
-        rows = list(csv.reader(f, delimiter=delimiter))
+    try:
+        codec = codecs.lookup(encoding).name
+    except LookupError as e:
+        raise ConfigError(f"csv: unknown encoding {encoding!r}; e.g. utf-8, latin-1, cp1252") from e
+    try:
+        with path.open(newline="", encoding="utf-8-sig" if codec == "utf-8" else encoding) as f:
+            rows = list(csv.reader(f, delimiter=delimiter))
+    except UnicodeDecodeError as e:
+        raise DataError(
+            f"{path}: not {encoding} text (byte 0x{e.object[e.start]:02x} at offset {e.start}); re-save it as "
+            f"{encoding}, or name its encoding with data.options.encoding (e.g. latin-1)"
+        ) from e
+    except (csv.Error, TypeError) as e:  # a NUL byte, an over-long field; TypeError: a delimiter of 2+ characters
+        raise DataError(f"{path}: cannot parse as CSV ({' '.join(str(e).split())})") from e
     if len(rows) < 2:
         raise DataError(f"{path}: needs a header row and at least one data row")
     header, body = [h.strip() for h in rows[0]], [r for r in rows[1:] if any(c.strip() for c in r)]
@@ -307,11 +323,38 @@ def wine(
 
 
 @register_dataset("csv")
-def csv_source(root: str | None = None, download: bool = False, target: str | None = None, **kw: Any) -> TabularData:
-    """A CSV file (``root`` is its path) with label column ``target``; other options as :func:`load_csv`."""
-    if not root or not target:
-        raise ConfigError("csv: needs root=<file.csv> and target=<label column>")
-    return load_csv(root, target, **kw)
+def csv_source(
+    root: str | None = None,
+    download: bool = False,
+    path: str | None = None,
+    target: str | None = None,
+    categorical: list[str] | None = None,
+    drop: list[str] | None = None,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    standardize: bool = True,
+    max_categories: int = 100,
+    delimiter: str = ",",
+    encoding: str = "utf-8",
+    **kw: Any,
+) -> TabularData:
+    """A CSV file, named by ``path`` (``data.options: {path: f.csv, target: label}``) or by ``root``, with label
+    column ``target``; the other options as :func:`load_csv`."""
+    if kw:
+        accepted = (
+            "path, target, categorical, drop, test_fraction, seed, standardize, max_categories, delimiter, encoding"
+        )
+        raise ConfigError(f"csv: unknown option(s) {', '.join(sorted(kw))}; accepted: {accepted}")
+    if root and path and Path(root).expanduser() != Path(path).expanduser():
+        raise ConfigError(f"csv: data.root ({root}) and data.options.path ({path}) name different files; give one")
+    file = path or root
+    if not file or not target:
+        raise ConfigError(
+            "csv: needs the file and its label column: data.options: {path: <file.csv>, target: <column>}"
+        )
+    return load_csv(
+        file, target, categorical, drop or (), test_fraction, seed, standardize, max_categories, delimiter, encoding
+    )
 
 
 def majority_accuracy(y_train: Tensor, y_test: Tensor) -> float:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from distill.data import synthetic  # noqa: F401  (registers "synthetic")
-from distill.data.base import ImageData, register_dataset
+from distill.data.base import ImageData, format_ranges, register_dataset
 from distill.data.idx import find_idx_dir, read_idx_split
 from distill.errors import ConfigError, DataError
 
@@ -95,17 +95,29 @@ def _as_nchw(x: Tensor, where: str) -> Tensor:
 def _candidates(root: str | None, subdirs: tuple[str, ...], env_direct: bool, system: list[Path]) -> list[Path]:
     """Folders to look in: ``root`` alone when the user names one (a mistyped directory must not silently fall back
     to another copy); otherwise ``$DISTILL_DATA``, ``system``, ``~/.cache/distill`` (and subdirs)."""
-    env = os.environ.get("DISTILL_DATA")
     out: list[Path] = []
     if root:
         base = Path(root).expanduser()
         return [base, *(base / s for s in subdirs)]
+    env = data_env()
     if env:
         base = Path(env).expanduser()
         out += [base] if env_direct else []
         out += [base / s for s in subdirs]
     out += system + [cache_dir() / s for s in subdirs]
     return list(dict.fromkeys(out))  # drop repeats, keep order
+
+
+def data_env() -> str | None:
+    """``$DISTILL_DATA``, which must name an existing directory when set: a mistyped one would otherwise fall back,
+    silently, to another copy of the data (or to a download)."""
+    env = os.environ.get("DISTILL_DATA")
+    if env and not Path(env).expanduser().is_dir():
+        raise DataError(
+            f"DISTILL_DATA is set to {env!r}, which is not a directory; point it at the folder that holds the "
+            "datasets, or unset it"
+        )
+    return env or None
 
 
 def _torchvision_download(cls_name: str, target: Path, title: str) -> None:
@@ -211,10 +223,21 @@ def idx(
     classes = [str(i) for i in range(k)]
     for txt in (folder / "classes.txt", Path(root).expanduser() / "classes.txt"):
         if txt.is_file():
-            classes = [line.strip() for line in txt.read_text().splitlines() if line.strip()]
+            try:
+                classes = [line.strip() for line in txt.read_text(encoding="utf-8").splitlines() if line.strip()]
+            except UnicodeDecodeError as e:
+                raise DataError(f"{txt}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})") from e
             if len(classes) < k:
                 raise DataError(f"{txt}: lists {len(classes)} class names but the labels go up to {k - 1}")
             break
+    # The class count comes from the labels, so one stray label (300 among 0-9) would invent 291 empty classes.
+    missing = sorted(set(range(len(classes))) - set(torch.unique(y_train).tolist()))
+    if missing and len(classes) >= 2:
+        raise DataError(
+            f"idx: {folder}: class(es) {format_ranges(missing)} of 0..{len(classes) - 1} never occur in the training "
+            f"labels (found: {format_ranges(torch.unique(y_train).tolist())}); labels must be 0..K-1 with every class "
+            "present in train-labels"
+        )
     mean, std = channel_stats(x_train)
     return ImageData(
         "idx",
@@ -236,8 +259,8 @@ def _cifar(
 ) -> ImageData:
     import torchvision.datasets as tvd
 
-    env = os.environ.get("DISTILL_DATA")
-    roots = [Path(p).expanduser() for p in (root, env) if p] + [cache_dir()]
+    env = None if root else data_env()  # a named root is the only place looked in (as for the IDX sources)
+    roots = [Path(root).expanduser()] if root else [Path(p).expanduser() for p in (env,) if p] + [cache_dir()]
     found = next((r for r in roots if (r / folder).is_dir()), None)
     if found is None and not download:
         raise DataError(

@@ -8,6 +8,7 @@ frozen and in eval mode whatever the caller does.
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -243,9 +244,36 @@ def build_distiller(
     unknown = sorted(set(params) - set(valid))
     if unknown:
         raise ConfigError(f"method {name!r} has no parameter(s) {unknown}; it takes {sorted(valid)}")
+    for key, value in params.items():
+        _check_param(name, key, value, valid[key].annotation)
     accepted = _init_params(cls)
     context = {k: v for k, v in (("num_samples", num_samples), ("num_classes", num_classes)) if k in accepted}
     return cls(student, teacher if cls.needs_teacher else None, input_shape=input_shape, **context, **params)
+
+
+# Parameter names whose meaning fixes a range, whatever the method: a temperature divides logits (> 0); a loss
+# weight below 0 would turn its term into one the student maximises (>= 0).
+TEMPERATURE_NAMES = re.compile(r"(?i)(.*_)?(temperatures?|tau|t)")
+WEIGHT_NAMES = re.compile(r"(.*_weights?|weights?|alpha|beta|gamma)")
+
+
+def _check_param(method: str, key: str, value: Any, annotation: Any) -> None:
+    """One generic check of a method parameter before anything trains: its type against the constructor's
+    annotation, finite numbers (also inside lists), and the range its name implies (:data:`TEMPERATURE_NAMES`,
+    :data:`WEIGHT_NAMES`). Each method's own constructor may narrow the range further."""
+    from distill.config import check_value  # config imports the trainer, which imports this module
+
+    where = f"method {method!r}: {key}"
+    check_value(annotation, value, where)
+    numbers = list(enumerate(value)) if isinstance(value, (list, tuple)) else [(None, value)]
+    for i, v in numbers:
+        at = where if i is None else f"{where}[{i}]"
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        if TEMPERATURE_NAMES.fullmatch(key):
+            check_range(at, v, lo=0.0, lo_open=True)
+        elif WEIGHT_NAMES.fullmatch(key):
+            check_range(at, v, lo=0.0)
 
 
 def _init_params(cls: type) -> set[str]:

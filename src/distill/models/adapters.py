@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import os
 import pickle
+import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -293,8 +294,14 @@ def check_state_dict(model: nn.Module, state: dict[str, Tensor], what: str = "th
 
 
 def load_checkpoint(model: nn.Module, path: str | os.PathLike[str], what: str | None = None) -> nn.Module:
-    """Load a local state dict into ``model`` strictly (every key and shape must match)."""
-    state = read_state_dict(path)
+    """Load a local state dict into ``model`` strictly (every key and shape must match).
+
+    torch's weights-only unpickler warns (two lines on stderr) about a pickle protocol it was not written for
+    before it refuses the file; the refusal is our one line, so that warning is silenced here.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"(?s).*pickle protocol", category=UserWarning)
+        state = read_state_dict(path)
     check_state_dict(model, state, what or type(model).__name__)
     model.load_state_dict(state)
     return model

@@ -38,7 +38,10 @@ def create_model(name: str, num_classes: int = 10, in_channels: int = 3, **kwarg
         if unknown:
             valid = sorted(set(params) - {"num_classes", "in_channels"})
             raise ConfigError(f"model {name!r} has no argument(s) {unknown}; it takes {valid or 'none'}")
-    return factory(num_classes=num_classes, in_channels=in_channels, **kwargs)
+    try:
+        return factory(num_classes=num_classes, in_channels=in_channels, **kwargs)
+    except TypeError as e:  # an argument of the wrong type (e.g. width: abc) reaching the constructor
+        raise ConfigError(f"model {name!r} cannot be built with arguments {kwargs}: {e}") from e
 
 
 def model_names() -> list[str]:

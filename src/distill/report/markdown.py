@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.artifacts import write_json
+from distill.errors import DistillError
 
 COLUMNS = [
     ("name", "model", "{}"),
@@ -89,4 +90,42 @@ def print_table(report: dict[str, Any]) -> None:
 
 
 def load_report(run_dir: Path) -> dict[str, Any]:
-    return json.loads((Path(run_dir) / "report.json").read_text())
+    """A run's ``report.json``, checked for what the table reads: a file cut off while it was written (a full disk,
+    a killed run) or one that is not a distill report is refused in one line."""
+    path = Path(run_dir) / "report.json"
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DistillError(
+            f"{path} is not valid JSON ({' '.join(str(e).split())}); it may have been cut off while being written: "
+            "rerun the run (with --resume) to write it again"
+        ) from e
+    problem = _report_problem(report)
+    if problem:
+        raise DistillError(f"{path} is not a distill report: {problem}")
+    return report
+
+
+def _report_problem(report: Any) -> str | None:
+    """What a report lacks for :func:`print_table` and :func:`markdown`, or None."""
+    number = (int, float)
+    if not isinstance(report, dict):
+        return f"expected a JSON object, got {type(report).__name__}"
+    for key, kind in (("dataset", dict), ("teacher", dict), ("students", list), ("versions", dict),
+                      ("seconds", number), ("date", str)):  # fmt: skip
+        if not isinstance(report.get(key), kind) or isinstance(report.get(key), bool):
+            return f"{key!r} is missing or of the wrong type"
+    for key, kind in (("name", str), ("train", int), ("test", int), ("classes", int)):
+        if not isinstance(report["dataset"].get(key), kind):
+            return f"'dataset.{key}' is missing or of the wrong type"
+    if not all(isinstance(report["versions"].get(k), str) for k in ("platform", "torch")):
+        return "'versions.platform' or 'versions.torch' is missing"
+    entries = [report["teacher"], *report["students"]]
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            return f"a model entry is {type(entry).__name__}, not an object"
+        for key, _, fmt in COLUMNS:
+            value = entry.get(key)
+            if fmt != "{}" and value is not None and (isinstance(value, bool) or not isinstance(value, number)):
+                return f"{'teacher' if i == 0 else f'students.{i - 1}'}.{key} is {value!r}, not a number"
+    return None
