@@ -4,6 +4,7 @@ before any training."""
 
 import csv
 import json
+import math
 import os
 
 import pytest
@@ -97,9 +98,10 @@ def test_text_run_writes_an_image_style_run_directory(tmp_path, tiny_teacher):
         gap = saved["teacher"]["accuracy"] - ce["accuracy"]
         want = (s["accuracy"] - ce["accuracy"]) / gap if gap > 0 else None
         assert s["gap_recovered"] == (pytest.approx(want) if want is not None else None)
-        # the speed-up is the median of per-round ratios, measured beside the teacher: near, not equal to, the
-        # ratio of the median latencies
-        assert s["speedup_b1"] == pytest.approx(s["teacher_latency_ms_b1"] / s["latency_ms_b1"], rel=0.5)
+        # the speed-up is the median of per-round ratios measured beside the teacher (paired_latency, pinned to
+        # hand-made timings in test_text_transfer.py); on a loaded machine it may differ from the ratio of the
+        # median latencies by any factor, so here only its presence and sign are checked
+        assert math.isfinite(s["speedup_b1"]) and s["speedup_b1"] > 0 and s["teacher_latency_ms_b1"] > 0
     html = (out / "report.html").read_text()
     assert "lstm-transfer" in html and "<img" in html and "http://" not in html
     assert (out / "students" / "l1-kd" / "metrics.jsonl").read_text().count("\n") == 2
