@@ -24,6 +24,7 @@ from urllib.parse import unquote, urlparse
 
 from distill.artifacts import read_model_spec, sha256_file
 from distill.errors import CheckpointError, ConfigError, DistillError
+from distill.trust import model_tree
 
 EXPERIMENT = "distill-registry"
 TAG = "distill."
@@ -68,22 +69,7 @@ def _client(uri: str) -> tuple[Any, str]:
 
 def _tree(directory: Path) -> dict[str, Path]:
     """Every regular file under ``directory`` by relative POSIX path, sorted; a symbolic link is refused."""
-    files: dict[str, Path] = {}
-    for root, dirs, names in os.walk(directory, followlinks=False):
-        base = Path(root)
-        for name in sorted(dirs + names):
-            p = base / name
-            rel = p.relative_to(directory).as_posix()
-            if p.is_symlink():
-                raise CheckpointError(
-                    f"{directory}: {rel} is a symbolic link; a registered model directory holds regular files only "
-                    "(copy the file in its place)"
-                )
-            if name in names:
-                if not p.is_file():
-                    raise CheckpointError(f"{directory}: {rel} is not a regular file; it cannot be registered")
-                files[rel] = p
-    return dict(sorted(files.items()))
+    return model_tree(directory, "registered", " (copy the file in its place)")
 
 
 def _model_files(directory: Path, resign: bool = False) -> dict[str, Path]:

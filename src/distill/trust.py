@@ -84,14 +84,13 @@ def fingerprint(public_key_path: str | Path) -> str:
     return hashlib.sha256(raw).hexdigest()
 
 
-def _tree_files(directory: Path) -> dict[str, str]:
-    """sha256 of every file under ``directory`` by relative POSIX path, except the top-level signature file.
-
-    Symbolic links are refused: a linked directory is not walked, so files reached through it would escape the check.
-    """
+def model_tree(directory: Path, purpose: str = "signed", hint: str = "") -> dict[str, Path]:
+    """Every regular file under ``directory`` by relative POSIX path, sorted (what a signature or a registered
+    version covers). Symbolic links are refused: a linked directory is not walked, so files reached through it would
+    escape the check. ``purpose`` and ``hint`` word the refusal for the caller."""
     if not directory.is_dir():
         raise CheckpointError(f"model directory {directory} does not exist")
-    files: dict[str, str] = {}
+    files: dict[str, Path] = {}
     for root, dirs, names in os.walk(directory, followlinks=False):
         base = Path(root)
         for name in sorted(dirs + names):
@@ -99,13 +98,18 @@ def _tree_files(directory: Path) -> dict[str, str]:
             rel = p.relative_to(directory).as_posix()
             if p.is_symlink():
                 raise CheckpointError(
-                    f"{directory}: {rel} is a symbolic link; a signed model directory holds regular files only"
+                    f"{directory}: {rel} is a symbolic link; a {purpose} model directory holds regular files only{hint}"
                 )
-            if name in names and rel != SIGNATURE:
+            if name in names:
                 if not p.is_file():
-                    raise CheckpointError(f"{directory}: {rel} is not a regular file; it cannot be signed")
-                files[rel] = sha256_file(p)
+                    raise CheckpointError(f"{directory}: {rel} is not a regular file; it cannot be {purpose}")
+                files[rel] = p
     return dict(sorted(files.items()))
+
+
+def _tree_files(directory: Path) -> dict[str, str]:
+    """sha256 of every file of the tree (:func:`model_tree`) except the top-level signature file."""
+    return {rel: sha256_file(p) for rel, p in model_tree(directory).items() if rel != SIGNATURE}
 
 
 def _signed_files(directory: Path) -> dict[str, str]:
