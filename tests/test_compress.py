@@ -20,6 +20,7 @@ from distill.compress import prune as P
 from distill.compress import quantize as Q
 from distill.errors import CheckpointError, ConfigError, DistillError, UnknownNameError
 from distill.models.zoo import create_model
+from trust_helpers import tamper_and_rehash
 
 
 def trained(model: nn.Module, dm, steps: int = 40, lr: float = 0.05) -> nn.Module:
@@ -296,23 +297,6 @@ def test_compress_command_end_to_end(cnn, synth, tmp_path, capsys):
 
 
 # --- trust: --key, text models -------------------------------------------------------------------------------------
-
-
-def tamper_and_rehash(directory) -> None:
-    """Alter the weights and recompute model.json's sha256, so that only a signature can tell."""
-    import json
-
-    from safetensors.torch import load_file
-
-    from distill.artifacts import sha256_file
-
-    state = load_file(str(directory / "model.safetensors"))
-    first = next(iter(state))
-    state[first] = state[first] + 1.0
-    save_file(state, str(directory / "model.safetensors"))
-    spec = json.loads((directory / "model.json").read_text())
-    spec["sha256"] = sha256_file(directory / "model.safetensors")
-    (directory / "model.json").write_text(json.dumps(spec))
 
 
 OFF = ["prune.enabled=false", "recover.enabled=false", "quantize.enabled=false", "export.enabled=false"]

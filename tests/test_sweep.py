@@ -11,6 +11,7 @@ optuna = pytest.importorskip("optuna")
 
 from distill.cli import main  # noqa: E402
 from distill.sweep import PruningCallback, architecture_space, choose_auto_student, sweep  # noqa: E402
+from trust_helpers import tamper_and_rehash  # noqa: E402
 
 RECIPE = Path(__file__).resolve().parents[1] / "configs" / "sweep.yaml"
 TINY = [
@@ -111,21 +112,6 @@ def _saved_teacher(directory: Path, width: int = 4) -> Path:
     return directory
 
 
-def _tamper_and_rehash(directory: Path) -> None:
-    """Alter the weights and recompute model.json's sha256, so that only a signature can tell."""
-    from safetensors.torch import load_file, save_file
-
-    from distill.artifacts import sha256_file
-
-    state = load_file(str(directory / "model.safetensors"))
-    first = next(iter(state))
-    state[first] = state[first] + 1.0
-    save_file(state, str(directory / "model.safetensors"))
-    spec = json.loads((directory / "model.json").read_text())
-    spec["sha256"] = sha256_file(directory / "model.safetensors")
-    (directory / "model.json").write_text(json.dumps(spec))
-
-
 def test_sweep_refuses_an_unsigned_or_tampered_teacher(tmp_path, capsys):
     from distill.trust import generate_keypair, sign_model
 
@@ -148,7 +134,7 @@ def test_sweep_refuses_an_unsigned_or_tampered_teacher(tmp_path, capsys):
 
     refused("is not signed")
     sign_model(teacher, tmp_path / "k.key")
-    _tamper_and_rehash(teacher)
+    tamper_and_rehash(teacher)
     refused("model.safetensors changed after signing")
 
 
