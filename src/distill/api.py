@@ -78,6 +78,10 @@ def load_data(cfg: C.Config) -> tuple[ImageData, DataModule]:
         data = data.subset(d.train_subset, d.test_subset, seed=cfg.seed)
     val = d.val_size if d.val_size < 1 else int(d.val_size)
     kw = {"seed": cfg.seed, "augment": d.augment, "eval_batch_size": d.eval_batch_size}
+    if d.labeled_fraction < 1:
+        kw["labeled_fraction"] = d.labeled_fraction
+    if d.split_seed is not None:
+        kw["split_seed"] = d.split_seed
     make = getattr(data, "datamodule", None)  # tabular data bring their own batching
     dm = make(d.batch_size, val, **kw) if make else DataModule(data, d.batch_size, val, **kw)
     return data, dm
@@ -228,6 +232,8 @@ def fit(
         load_weights(student, out / "model.safetensors", what=label)
         return student.to(device), json.loads(done.read_text())
     distiller = build_distiller(method, student, teacher, dm.input_shape, len(dm.x_train), dm.num_classes, **params)
+    if distiller.teacher is None:  # without a teacher, the unlabelled part of the training split teaches nothing
+        dm = dm.labeled_only()
     t0 = time.perf_counter()
     cache = None
     if cfg.cache.mode != "off" and distiller.needs_teacher and distiller.teacher is not None:
@@ -374,7 +380,8 @@ def run(
         torch.manual_seed(cfg.seed + 1)  # every student starts from the same initial weights
         student = build_model(cfg.student, data)
         transfer = init_from_teacher(student, teacher, cfg.student.init_from_teacher, dm.input_shape)
-        student, info = fit(cfg, dm, data, student, teacher, m.name, m.params, cfg.train, sdir, label, resume)
+        optim = C.method_optim(cfg, m)
+        student, info = fit(cfg, dm, data, student, teacher, m.name, m.params, optim, sdir, label, resume)
         if transfer.mode != "none":
             info.setdefault("init_from_teacher", transfer.summary())
         if cfg.flow.finetune_on_val and "flow" not in info:  # "flow" is in a resumed stage's done.json
@@ -450,7 +457,14 @@ def validate_recipe(cfg: C.Config, data: ImageData, dm: DataModule) -> None:
         student = build_model(cfg.student, data)
         check_outputs(student, data, f"student {cfg.student.model!r}")
         init_from_teacher(student, teacher, cfg.student.init_from_teacher, dm.input_shape)
-        build_distiller(m.name, student, teacher, dm.input_shape, len(dm.x_train), dm.num_classes, **m.params).close()
+        d = build_distiller(m.name, student, teacher, dm.input_shape, len(dm.x_train), dm.num_classes, **m.params)
+        d.close()
+        if dm.num_labeled < len(dm.x_train) and d.needs_every_label:
+            raise ConfigError(
+                f"method {m.name!r} needs a label on every training image, but data.labeled_fraction="
+                f"{cfg.data.labeled_fraction} leaves {len(dm.x_train) - dm.num_labeled} without one; use a method "
+                "that learns from the teacher alone on unlabelled images (kd, hard, dist, ...) or labeled_fraction=1"
+            )
 
 
 def build_report(cfg: C.Config, data: ImageData, teacher: dict, students: list[dict], seconds: float) -> dict[str, Any]:

@@ -47,11 +47,18 @@ class DataConfig:
     # A fraction (< 1) or a whole count of training samples held out for validation. 0: no validation split; the
     # per-epoch metrics are then taken on the test split, so select: best and flow.finetune_on_val refuse it.
     val_size: float = 0.1
+    # The seed of the train/validation split (default: the run's seed). Fix it to a loaded teacher's seed so that
+    # runs with other seeds do not validate on images the teacher was trained on.
+    split_seed: int | None = None
     batch_size: int = 128
     eval_batch_size: int = 1024
     augment: bool = True
     train_subset: int | None = None  # use only this many (seeded) training samples; more than there are: all
     test_subset: int | None = None
+    # Only this fraction of the training images keeps its label (the same fraction of every class, drawn with the
+    # seed); the rest is a transfer set that methods with a teacher learn from by its outputs alone. Methods without
+    # a teacher (scratch) train on the labelled images only.
+    labeled_fraction: float = 1.0
     options: dict[str, Any] = field(default_factory=dict)  # source-specific arguments, e.g. {target: price} for csv
 
     def __post_init__(self) -> None:
@@ -61,6 +68,10 @@ class DataConfig:
         _require("val_size", v, v >= 0 and (v < 1 or float(v).is_integer()), "a fraction in [0, 1) or a whole count")
         _require("batch_size", self.batch_size, self.batch_size >= 1, ">= 1")
         _require("eval_batch_size", self.eval_batch_size, self.eval_batch_size >= 1, ">= 1")
+        ss = self.split_seed
+        _require("split_seed", ss, ss is None or 0 <= ss <= MAX_SEED, f"null (the run's seed) or 0 to {MAX_SEED}")
+        f = self.labeled_fraction
+        _require("labeled_fraction", f, 0 < f <= 1, "a fraction in (0, 1] of the training images that keep their label")
         for name in ("train_subset", "test_subset"):
             n = getattr(self, name)
             _require(name, n, n is None or n >= 1, "null (the whole split) or a count >= 1")
@@ -114,6 +125,9 @@ class MethodConfig:
     name: str = "kd"
     params: dict[str, Any] = field(default_factory=dict)
     label: str | None = None  # display name (default: the method name); must be unique in a recipe
+    # This method's changes to the recipe's `train` settings, e.g. {epochs: 200} for scratch on a few labelled
+    # images, which needs more epochs than students that see every image
+    train: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -161,6 +175,8 @@ class Config:
         _require("seed", self.seed, 0 <= self.seed <= MAX_SEED, f"an integer from 0 to {MAX_SEED}")
         if self.select not in ("last", "best"):
             raise ConfigError(f"select must be 'last' or 'best', got {self.select!r}")
+        for i, m in enumerate(self.methods):
+            method_optim(self, m, f"methods.{i}.train")  # refuse a bad override now, not after the teacher
         labels = [m.label or m.name for m in self.methods]
         dup = sorted({x for x in labels if labels.count(x) > 1})
         if dup:
@@ -434,3 +450,10 @@ def to_dict(cfg: Any) -> Any:
 
 def dump_yaml(cfg: Config) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def method_optim(cfg: Config, m: MethodConfig, where: str = "train") -> OptimSettings:
+    """The optimiser settings method ``m`` trains with: the recipe's ``train`` with the method's own changes."""
+    if not m.train:
+        return cfg.train
+    return from_dict(OptimSettings, {**dataclasses.asdict(cfg.train), **m.train}, where)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -15,6 +16,20 @@ from distill.errors import DataError
 
 if TYPE_CHECKING:
     from distill.engine.cache import TeacherCache
+
+
+def labelled_mask(y: Tensor, fraction: float, seed: int) -> Tensor:
+    """Which samples keep their label when only ``fraction`` of them may: the same fraction of every class (at
+    least one sample of each class present), drawn with ``seed``."""
+    if not 0 < fraction <= 1:
+        raise DataError(f"labeled_fraction must be in (0, 1], got {fraction}")
+    g = torch.Generator().manual_seed(seed * 7_919 + 17)
+    keep = torch.zeros(len(y), dtype=torch.bool)
+    for c in y.unique().tolist():
+        idx = (y == c).nonzero().flatten()
+        take = max(1, round(fraction * len(idx)))
+        keep[idx[torch.randperm(len(idx), generator=g)[:take]]] = True
+    return keep
 
 
 @dataclass
@@ -45,6 +60,8 @@ class DataModule:
         eval_batch_size: int = 1024,
         rank: int = 0,
         world_size: int = 1,
+        labeled_fraction: float = 1.0,
+        split_seed: int | None = None,
     ) -> None:
         n = len(data.x_train)
         n_val = round(val_size * n) if isinstance(val_size, float) and val_size < 1 else int(val_size)
@@ -59,7 +76,8 @@ class DataModule:
             raise DataError(f"batch_size must be >= 1, got {batch_size}")
         if eval_batch_size < 1:
             raise DataError(f"eval_batch_size must be >= 1, got {eval_batch_size}")
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        split_seed = seed if split_seed is None else split_seed  # e.g. a saved teacher's split, whatever the seed
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(split_seed))
         val_idx, train_idx = perm[:n_val].sort().values, perm[n_val:].sort().values
         self.data = data
         self.x_train, self.y_train = data.x_train[train_idx], data.y_train[train_idx]
@@ -74,6 +92,27 @@ class DataModule:
         bad = int(max(self.y_train.max(), self.y_test.max())) if len(self.y_test) else int(self.y_train.max())
         if bad >= data.num_classes:
             raise DataError(f"{data.name}: label {bad} found but only {data.num_classes} classes are named")
+        self.labeled_fraction = labeled_fraction
+        if labeled_fraction < 1:
+            self.y_train = self.y_train.clone()
+            self.y_train[~labelled_mask(self.y_train, labeled_fraction, seed)] = -1
+
+    @property
+    def num_labeled(self) -> int:
+        """How many training samples keep their label (``-1`` marks the others)."""
+        return int((self.y_train >= 0).sum())
+
+    def labeled_only(self) -> DataModule:
+        """This module restricted to the labelled training samples (the same validation and test splits): what a
+        method without a teacher trains on when only part of the training split has labels."""
+        if self.labeled_fraction >= 1:
+            return self
+        keep = self.y_train >= 0
+        if not keep.any():
+            raise DataError("no training sample has a label, so a method without a teacher has nothing to learn from")
+        sub = copy.copy(self)
+        sub.x_train, sub.y_train, sub.labeled_fraction = self.x_train[keep], self.y_train[keep], 1.0
+        return sub
 
     @property
     def num_classes(self) -> int:

@@ -88,6 +88,7 @@ class Distiller(nn.Module):
     name: ClassVar[str] = "base"
     needs_teacher: ClassVar[bool] = True
     needs_labels: ClassVar[bool] = True  # False: trains on an unlabeled transfer set
+    needs_every_label: ClassVar[bool] = False  # True: a sample without a label (-1) cannot be used (DKD)
     teacher_features: ClassVar[bool] = False  # True: needs the teacher's intermediate features (no logit cache)
     hidden_params: ClassVar[tuple[str, ...]] = ()  # base parameters a subclass sets itself
 
@@ -151,7 +152,7 @@ class Distiller(nn.Module):
         if self.ce_weight > 0:
             if y is None:
                 raise ConfigError(f"method {self.name!r} with ce_weight > 0 needs labels; set ce_weight=0")
-            out["ce"] = self.ce_weight * F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+            out["ce"] = self.ce_weight * labelled_cross_entropy(logits, y, self.label_smoothing)
         if self.kd_weight > 0 and t_logits is not None:
             out["kd"] = self.kd_weight * kd_loss(logits, t_logits, self.temperature)
         return out
@@ -184,6 +185,17 @@ class Distiller(nn.Module):
         for v in vars(self).values():
             if isinstance(v, FeatureTap):
                 v.close()
+
+
+def labelled_cross_entropy(logits: Tensor, y: Tensor, label_smoothing: float = 0.0) -> Tensor:
+    """Cross-entropy to ``y`` where label ``-1`` marks an unlabelled sample that adds nothing.
+
+    The sum over the labelled samples is divided by the whole batch size, so every image weighs the same whether
+    or not it has a label (an unlabelled one contributes only its teacher terms); with every sample labelled this
+    is the usual mean. A batch without any label gives 0.
+    """
+    per = F.cross_entropy(logits, y.clamp(min=0), reduction="none", label_smoothing=label_smoothing)
+    return torch.where(y >= 0, per, torch.zeros_like(per)).sum() / max(1, len(y))
 
 
 def check_range(

@@ -33,6 +33,8 @@ class DKD(Distiller):
         kd_weight: optional extra Hinton KD term (0 by default).
     """
 
+    needs_every_label = True  # TCKD/NCKD split the target class from the rest: an unlabelled sample has none
+
     def __init__(
         self,
         student: nn.Module,

@@ -309,7 +309,9 @@ class Trainer:
         t0 = time.perf_counter() - partial.get("train_seconds", 0.0)
         sums: dict[str, Tensor] = {k: v.to(self.device) for k, v in partial.get("sums", {}).items()}
         n_batches, seen = partial.get("n_batches", 0), partial.get("seen", 0)
-        correct = partial["correct"].to(self.device) if "correct" in partial else torch.zeros((), device=self.device)
+        zero = torch.zeros((), device=self.device)
+        correct = partial["correct"].to(self.device) if "correct" in partial else zero
+        labelled = partial["labelled"].to(self.device) if "labelled" in partial else zero.clone()
         autocast = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
         for i, batch in enumerate(self.data.train_batches(epoch, self.device, cache=self.cache)):
             if i < skip:  # done before the interruption; the order is a function of (seed, epoch) alone
@@ -328,7 +330,8 @@ class Trainer:
             self.state.step += 1
             n_batches += 1
             seen += len(batch.y)
-            correct += (out.logits.detach().argmax(1) == batch.y).sum()
+            correct += (out.logits.detach().argmax(1) == batch.y).sum()  # label -1 (unlabelled) never matches
+            labelled += (batch.y >= 0).sum()
             parts = {"loss": out.loss.detach(), **{k: v.detach() for k, v in out.losses.items()}}
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + v.float()
@@ -342,9 +345,9 @@ class Trainer:
             if self._signal_at is not None and self.state.step == self._signal_at[1]:
                 signal.raise_signal(self._signal_at[0])  # the test hook; the handler has run when this returns
             if self._signal:
-                running = {"n_batches": n_batches, "seen": seen, "correct": correct, "sums": sums}
+                running = {"n_batches": n_batches, "seen": seen, "correct": correct, "labelled": labelled, "sums": sums}
                 self._interrupt({**running, "train_seconds": time.perf_counter() - t0})
-        train, acc, seen = self._reduce(sums, n_batches, correct, seen)  # one host sync per epoch (all ranks)
+        train, acc, seen = self._reduce(sums, n_batches, correct, labelled, seen)  # one host sync per epoch (all ranks)
         D.sync_buffers(self.model)  # every rank evaluates and saves rank 0's BatchNorm statistics
         self._check_finite(train.get("loss", 0.0), epoch, n_batches)
         train["acc"] = acc
@@ -423,16 +426,18 @@ class Trainer:
         )
 
     def _reduce(
-        self, sums: dict[str, Tensor], n_batches: int, correct: Tensor, seen: int
+        self, sums: dict[str, Tensor], n_batches: int, correct: Tensor, labelled: Tensor, seen: int
     ) -> tuple[dict[str, float], float, int]:
-        """Epoch means of the loss parts and the accuracy, summed over DDP ranks: ``(means, acc, samples)``."""
+        """Epoch means of the loss parts and the accuracy on the labelled samples, summed over DDP ranks:
+        ``(means, acc, samples)``."""
         keys = sorted(sums)
         counts = torch.tensor([float(n_batches), float(seen)], device=self.device)
         parts = [torch.as_tensor(sums[k], device=self.device).float().view(1) for k in keys]
-        packed = torch.cat([*parts, correct.float().view(1), counts]).double()
+        packed = torch.cat([*parts, correct.float().view(1), labelled.float().view(1), counts]).double()
         vals = D.all_reduce_sum(packed).tolist()
         batches, total = max(1.0, vals[-2]), int(vals[-1])
-        return {k: vals[i] / batches for i, k in enumerate(keys)}, vals[len(keys)] / max(1, total), total
+        acc = vals[len(keys)] / max(1.0, vals[len(keys) + 1])
+        return {k: vals[i] / batches for i, k in enumerate(keys)}, acc, total
 
     def _check_finite(self, loss: float, epoch: int, step: int) -> None:
         if not math.isfinite(loss):
