@@ -129,12 +129,19 @@ def check_outputs(model: nn.Module, data: ImageData, what: str) -> None:
 def load_teacher(
     path: str | Path, data: ImageData, public_key: str | Path | None = None
 ) -> tuple[nn.Module, dict[str, Any]]:
+    from distill.models.preprocess import adapt_input
+
     model, spec = load_model(Path(path), public_key=public_key)
-    if spec["num_classes"] != data.num_classes or spec["in_channels"] != data.in_channels:
+    grey_to_rgb = data.in_channels == 1 and spec["in_channels"] == 3 and "preprocessing" in spec
+    if spec["num_classes"] != data.num_classes or (spec["in_channels"] != data.in_channels and not grey_to_rgb):
         raise CheckpointError(
             f"teacher {path} was made for {spec['num_classes']} classes x {spec['in_channels']} channels, but "
             f"{data.name} has {data.num_classes} classes x {data.in_channels} channels"
         )
+    # the teacher's own normalisation, size and channel order (model.json), applied to the data's batches
+    note = adapt_input(model, spec, data, f"teacher {path}")
+    if note and D.is_main():
+        print(note, file=sys.stderr)
     return model, spec
 
 
@@ -454,6 +461,7 @@ def validate_recipe(cfg: C.Config, data: ImageData, dm: DataModule) -> None:
         teacher = build_model(cfg.teacher, data)
     check_outputs(teacher, data, f"teacher {cfg.teacher.model!r}")
     for m in cfg.methods:
+        _check_black_box(m.name, teacher)
         student = build_model(cfg.student, data)
         check_outputs(student, data, f"student {cfg.student.model!r}")
         init_from_teacher(student, teacher, cfg.student.init_from_teacher, dm.input_shape)
@@ -465,6 +473,17 @@ def validate_recipe(cfg: C.Config, data: ImageData, dm: DataModule) -> None:
                 f"{cfg.data.labeled_fraction} leaves {len(dm.x_train) - dm.num_labeled} without one; use a method "
                 "that learns from the teacher alone on unlabelled images (kd, hard, dist, ...) or labeled_fraction=1"
             )
+
+
+def _check_black_box(method: str, teacher: nn.Module) -> None:
+    """Refuse a method that reads the teacher's features when the teacher is a black box (an ONNX graph)."""
+    from distill.distillers import DISTILLERS
+
+    if getattr(teacher, "black_box", False) and getattr(DISTILLERS.get(method), "teacher_features", False):
+        raise ConfigError(
+            f"method {method!r} reads the teacher's intermediate features, but the teacher is an ONNX model (a black "
+            "box: logits only); use a logit method such as kd, dkd, dist or hard"
+        )
 
 
 def build_report(cfg: C.Config, data: ImageData, teacher: dict, students: list[dict], seconds: float) -> dict[str, Any]:

@@ -170,6 +170,10 @@ def read_model_spec(directory: str | Path) -> dict[str, Any]:
         )
     if digest != sha256_file(weights):
         raise CheckpointError(f"{weights} does not match the sha256 in {spec_path}: the file was changed or corrupted")
+    if spec["model"].startswith("class:"):  # a user's class in a file: the file must be the one imported
+        from distill.models.foreign import check_code
+
+        check_code(spec, str(directory))
     return spec
 
 

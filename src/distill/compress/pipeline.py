@@ -192,6 +192,7 @@ def compress(
             f"{model_dir} was made for {spec['num_classes']} classes x {spec['in_channels']} channels, but "
             f"{data.name} has {data.num_classes} classes x {data.in_channels} channels"
         )
+    _name_preprocessing(model_dir, spec, data)
     out = Path(out) if out else Path("runs") / f"compress-{time.strftime('%Y%m%d-%H%M%S')}"
     _prepare_out(out, overwrite, inputs)
     (out / "recipe.yaml").write_text(_dump(cfg))
@@ -223,6 +224,20 @@ def compress(
     write_manifest(out, {"config": C.to_dict(cfg), "metrics": {r["stage"]: r["accuracy"] for r in report["stages"]}})
     report["out"] = str(out)
     return report
+
+
+def _name_preprocessing(model_dir: str | Path, spec: dict[str, Any], data: Any) -> None:
+    """Say (one line on stderr) when the model's recorded preprocessing is not the data's: compress feeds it the
+    data's batches as they are, unlike a loaded teacher (see :mod:`distill.models.preprocess`)."""
+    import sys
+
+    from distill.models.preprocess import differs
+
+    note = differs(spec, data)
+    if note:
+        detail = note.split(": its input is ", 1)[-1].split(" (from its", 1)[0]
+        print(f"compress: {model_dir} was made for other inputs than {data.name}'s and is fed them as they are "
+              f"(loaded as a teacher, its input would be {detail})", file=sys.stderr)  # fmt: skip
 
 
 def _inputs(

@@ -79,9 +79,8 @@ def create_external(
     elif prefix == "timm":
         model, hint = _timm(arch, num_classes, in_channels, kwargs)
     else:
-        raise UnknownNameError(
-            f"unknown model library {prefix!r} in {name!r}; use one of {', '.join(p + ':<name>' for p in PREFIXES)}"
-        )
+        known = [p + ":<name>" for p in PREFIXES] + ["class:<file.py or module>:<Class>", "onnx:model", "hf:<config>"]
+        raise UnknownNameError(f"unknown model library {prefix!r} in {name!r}; use one of {', '.join(known)}")
     _annotate(model, num_classes, hint)
     if checkpoint is not None:
         load_checkpoint(model, checkpoint, what=name)
@@ -302,6 +301,25 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike[str], what: str | 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"(?s).*pickle protocol", category=UserWarning)
         state = read_state_dict(path)
+    state = fit_prefixes(model, state)
     check_state_dict(model, state, what or type(model).__name__)
     model.load_state_dict(state)
     return model
+
+
+COMMON_PREFIXES = ("module.", "model.", "_orig_mod.", "net.", "backbone.", "module.model.", "model.module.")
+
+
+def fit_prefixes(model: nn.Module, state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``state`` with a common wrapper prefix (``module.``, ``model.`` ...) removed or added where that makes more
+    of its keys those of ``model`` (DataParallel, Lightning, ``torch.compile``, a wrapper class)."""
+    want = set(model.state_dict())
+    if set(state) == want:
+        return state
+    variants = []
+    for p in COMMON_PREFIXES:
+        if all(k.startswith(p) for k in state):
+            variants.append({k.removeprefix(p): v for k, v in state.items()})
+        if all(k.startswith(p) for k in want):
+            variants.append({p + k: v for k, v in state.items()})
+    return max([state, *variants], key=lambda v: len(want & set(v)))  # the closest, for a readable diff

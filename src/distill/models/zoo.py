@@ -28,7 +28,10 @@ def create_model(name: str, num_classes: int = 10, in_channels: int = 3, **kwarg
     """Build ``name`` for ``num_classes`` outputs on ``in_channels``-channel images."""
     _load_builtin()
     if ":" in name:
-        from distill.models import adapters
+        from distill.models import adapters, foreign
+
+        if name.partition(":")[0] in foreign.PREFIXES:  # a user's class, an ONNX graph, a Hugging Face model
+            return foreign.create(name, num_classes, in_channels, kwargs)
 
         return adapters.create_external(name, num_classes=num_classes, in_channels=in_channels, **kwargs)
     factory = MODELS.get(name)
