@@ -11,7 +11,7 @@ from distill.config import load_config
 from distill.distillers import DISTILLERS, build_distiller
 
 ROOT = Path(__file__).resolve().parents[1]
-PIPELINE_RECIPES = ["demo", "smoke", "tabular", "flow"]  # compress/sweep/text recipes have their own schemas
+PIPELINE_RECIPES = ["demo", "few_labels", "smoke", "tabular", "flow"]  # compress/sweep/text recipes have their own schemas
 CIFAR = sorted((ROOT / "configs/cifar100").glob("*.yaml"))
 SYNTH_100 = ["data.name=synthetic", "data.options={n_train: 32, n_test: 16, num_classes: 100, channels: 3, size: 32}",
              "data.val_size=0"]  # fmt: skip
@@ -70,3 +70,17 @@ def test_cifar100_recipe_starts_and_trains(path):
         out.loss.backward()
         opt.step()
         d.close()
+
+
+def test_the_shipped_demo_teacher_loads_and_is_what_its_recipe_makes():
+    from distill.artifacts import load_model
+
+    model, spec = load_model(ROOT / "assets/demo-teacher")  # checks the sha256 recorded in model.json
+    recipe = load_config(ROOT / "configs/demo_teacher.yaml")
+    assert (spec["model"], spec["kwargs"]) == (recipe.teacher.model, recipe.teacher.kwargs)
+    assert sum(p.numel() for p in model.parameters()) == 162_562
+    assert spec["dataset"]["name"] == recipe.data.name == "fashion_mnist"
+    assert spec["sha256"] in (ROOT / "assets/README.md").read_text()  # the documented hash is the shipped one
+    demo = load_config(ROOT / "configs/demo.yaml")
+    assert demo.teacher.checkpoint == "assets/demo-teacher" and demo.data.split_seed == recipe.seed
+    assert demo.data.val_size == recipe.data.val_size
