@@ -11,7 +11,8 @@ from distill.config import load_config
 from distill.distillers import DISTILLERS, build_distiller
 
 ROOT = Path(__file__).resolve().parents[1]
-PIPELINE_RECIPES = ["demo", "few_labels", "smoke", "tabular", "flow"]  # compress/sweep/text recipes have their own schemas
+# compress/sweep/text recipes have their own schemas
+PIPELINE_RECIPES = ["demo", "few_labels", "smoke", "tabular", "flow"]
 CIFAR = sorted((ROOT / "configs/cifar100").glob("*.yaml"))
 SYNTH_100 = ["data.name=synthetic", "data.options={n_train: 32, n_test: 16, num_classes: 100, channels: 3, size: 32}",
              "data.val_size=0"]  # fmt: skip
