@@ -40,7 +40,10 @@ def main() -> None:
         "| case | what is wrong | exit | message |",
         "|---|---|---|---|",
     ]
-    (ROOT / "docs/bad-inputs.md").write_text("\n".join(head + rows) + "\n")
+    doc = ROOT / "docs/bad-inputs.md"
+    old = doc.read_text() if doc.exists() else ""
+    kept = old[old.index("\n## ") :] if "\n## " in old else ""  # the hand-written sections after the table
+    doc.write_text("\n".join(head + rows) + "\n" + kept)
     print(f"wrote docs/bad-inputs.md ({len(rows)} cases)")
 
 

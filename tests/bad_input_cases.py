@@ -80,6 +80,30 @@ CASES = [
     ("optimizer-unknown", "unknown optimizer", [*RUN, "--set", "train.optimizer=adam"], "expected one of .*adamw"),
     ("batch-size-zero", "batch size 0", [*RUN, "--set", "data.batch_size=0"], "batch_size must be >= 1"),
     (
+        "labeled-fraction-zero",
+        "no training image keeps its label",
+        [*RUN, "--set", "data.labeled_fraction=0"],
+        r"labeled_fraction must be a fraction in \(0, 1\]",
+    ),
+    (
+        "labeled-fraction-above-one",
+        "labelled fraction above 1",
+        [*RUN, "--set", "data.labeled_fraction=1.5"],
+        r"labeled_fraction must be a fraction in \(0, 1\]",
+    ),
+    (
+        "unlabelled-needs-labels",
+        "dkd (needs every label) on a partly labelled transfer set",
+        [*RUN, "--set", "data.labeled_fraction=0.5", "--set", "methods=[{name: dkd}]"],
+        "needs a label on every training image",
+    ),
+    (
+        "method-train-unknown",
+        "misspelt key in a method's own train settings",
+        [*RUN, "--set", "methods=[{name: scratch, train: {epoch: 3}}]"],
+        r"unknown key 'methods\.0\.train\.epoch'",
+    ),
+    (
         "val-too-large",
         "validation split takes all data",
         [*RUN, "--set", "data.val_size=100000"],
