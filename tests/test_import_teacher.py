@@ -397,3 +397,23 @@ def test_hugging_face_folder(tmp_path, capsys):
     (tmp_path / "bad/config.json").write_text("{}")
     assert main(["import", "--hf", str(tmp_path / "bad"), "--dataset", "synthetic", "--out", str(tmp_path / "b")]) == 2
     one_error(capsys, "transformers cannot load it as an image classifier")
+
+
+def test_timm_architecture_with_its_weights(tmp_path, capsys):
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    net = timm.create_model("resnet10t", pretrained=False, num_classes=4).eval()
+    torch.save(net.state_dict(), tmp_path / "r10.pth")
+    args = ["import", "--timm", "resnet10t", "--weights", str(tmp_path / "r10.pth"), "--num-classes", "4",
+            "--input-shape", "3,32,32", "--mean", "0.5,0.5,0.5", "--std", "0.5,0.5,0.5", "--out", str(tmp_path / "t")]  # fmt: skip
+    assert main(args) == 0
+    model, spec = load_model(tmp_path / "t")
+    assert spec["model"] == "timm:resnet10t"
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x), net(x))
+    capsys.readouterr()
+    args[args.index("--num-classes") + 1] = "10"
+    args[-1] = str(tmp_path / "t10")
+    assert main(args) == 2
+    one_error(capsys, "fc.weight (4, 512) in file vs (10, 512) in model")
