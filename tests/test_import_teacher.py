@@ -405,7 +405,8 @@ def test_timm_architecture_with_its_weights(tmp_path, capsys):
     net = timm.create_model("resnet10t", pretrained=False, num_classes=4).eval()
     torch.save(net.state_dict(), tmp_path / "r10.pth")
     args = ["import", "--timm", "resnet10t", "--weights", str(tmp_path / "r10.pth"), "--num-classes", "4",
-            "--input-shape", "3,32,32", "--mean", "0.5,0.5,0.5", "--std", "0.5,0.5,0.5", "--out", str(tmp_path / "t")]  # fmt: skip
+            "--input-shape", "3,32,32", "--mean", "0.5,0.5,0.5", "--std", "0.5,0.5,0.5",
+            "--out", str(tmp_path / "t")]  # fmt: skip
     assert main(args) == 0
     model, spec = load_model(tmp_path / "t")
     assert spec["model"] == "timm:resnet10t"
