@@ -74,7 +74,7 @@ def test_crash_inside_the_writer_leaves_no_partial_file(tmp_path, monkeypatch):
             f.write(b"half a file")
         raise KeyboardInterrupt  # e.g. Ctrl-C in the middle of the write
 
-    monkeypatch.setattr("distill.artifacts.save_file", exploding_save)
+    monkeypatch.setattr("distill.io.save_file", exploding_save)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(ck, {"a": torch.zeros(3)})
     assert ck.read_bytes() == before

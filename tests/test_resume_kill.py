@@ -55,7 +55,8 @@ tracking: {{tensorboard: false}}
 DRIVER = r"""
 import json, os, signal, sys, traceback
 import torch
-from distill import api, artifacts
+import distill.io as store
+from distill import api
 from distill.engine.callbacks import Callback
 from distill.engine.tracking import extra_callbacks
 
@@ -67,7 +68,7 @@ def die():
 def job(recipe, out, label, step, phase):
     torch.set_num_threads(1)
     armed = []
-    real_save = artifacts.save_file
+    real_save = store.save_file
 
     def half_written(tensors, path, metadata=None):  # the checkpoint's temporary file, cut short, then death
         real_save(tensors, path, metadata=metadata)
@@ -76,7 +77,7 @@ def job(recipe, out, label, step, phase):
                 f.truncate(os.path.getsize(path) // 2)
             die()
 
-    artifacts.save_file = half_written
+    store.save_file = half_written
 
     class Kill(Callback):
         def on_step_end(self, trainer, losses):

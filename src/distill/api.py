@@ -6,11 +6,11 @@ library; the library never sees a config object.
 
 from __future__ import annotations
 
+import copy
 import json
-import random
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,21 +19,27 @@ import torch
 from torch import nn
 
 from distill import config as C
-from distill.artifacts import load_model, load_weights, save_model, write_json, write_manifest
-from distill.data.base import ImageData, load_dataset
-from distill.data.module import DataModule
-from distill.distillers.base import build_distiller
+from distill.artifacts import load_model, load_weights, save_model, versions, write_json, write_manifest
+from distill.data.base import ImageData, load_dataset  # noqa: F401  (load_dataset: importable from here, as before)
+from distill.data.module import DataModule, load_datamodule
+from distill.distillers import DISTILLERS
+from distill.distillers.base import build_distiller, method_temperature
+from distill.distillers.multi_teacher import MultiTeacher
 from distill.engine import distributed as D
+from distill.engine.cache import open_cache
 from distill.engine.callbacks import MetricsLogger, ProgressBar
+from distill.engine.setup import resolve_device, seed_everything
 from distill.engine.tracking import log_run, tracking_callbacks
 from distill.engine.trainer import OptimSettings, Trainer
 from distill.errors import CheckpointError, ConfigError, DistillError
-from distill.models.transfer import finetune_on_val, init_from_teacher
+from distill.models.preprocess import adapt_input
+from distill.models.transfer import init_from_teacher
 from distill.models.zoo import create_model
 from distill.report.bench import count_params, latency_ms, size_on_disk
 from distill.report.html import save_predictions, write_html
 from distill.report.markdown import write_reports
 from distill.report.metrics import classification_metrics, predict
+from distill.workflow import rundir
 
 
 def as_config(cfg: C.Config | str | Path | None, overrides: tuple[str, ...] | list[str] = ()) -> C.Config:
@@ -51,40 +57,8 @@ def _with_overrides(cfg: C.Config, overrides: tuple[str, ...] | list[str]) -> C.
     return C.from_dict(C.Config, raw)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} was asked for but CUDA is not available; use device=cpu or auto")
-    try:
-        return torch.device(name)
-    except RuntimeError as e:
-        raise ConfigError(f"unknown device {name!r}; expected auto, cpu, cuda or cuda:N") from e
-
-
-def seed_everything(seed: int, deterministic: bool = False) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-
-
 def load_data(cfg: C.Config) -> tuple[ImageData, DataModule]:
-    d = cfg.data
-    data = load_dataset(d.name, root=d.root, download=d.download, **d.options)
-    if d.train_subset or d.test_subset:
-        data = data.subset(d.train_subset, d.test_subset, seed=cfg.seed)
-    val = d.val_size if d.val_size < 1 else int(d.val_size)
-    kw = {"seed": cfg.seed, "augment": d.augment, "eval_batch_size": d.eval_batch_size}
-    if d.labeled_fraction < 1:
-        kw["labeled_fraction"] = d.labeled_fraction
-    if d.split_seed is not None:
-        kw["split_seed"] = d.split_seed
-    make = getattr(data, "datamodule", None)  # tabular data bring their own batching
-    dm = make(d.batch_size, val, **kw) if make else DataModule(data, d.batch_size, val, **kw)
-    return data, dm
+    return load_datamodule(cfg.data, cfg.seed)
 
 
 def model_spec(m: C.ModelConfig, data: ImageData, **extra: Any) -> dict[str, Any]:
@@ -129,8 +103,6 @@ def check_outputs(model: nn.Module, data: ImageData, what: str) -> None:
 def load_teacher(
     path: str | Path, data: ImageData, public_key: str | Path | None = None
 ) -> tuple[nn.Module, dict[str, Any]]:
-    from distill.models.preprocess import adapt_input
-
     model, spec = load_model(Path(path), public_key=public_key)
     grey_to_rgb = data.in_channels == 1 and spec["in_channels"] == 3 and "preprocessing" in spec
     if spec["num_classes"] != data.num_classes or (spec["in_channels"] != data.in_channels and not grey_to_rgb):
@@ -151,8 +123,6 @@ def load_ensemble(dirs: list[str], data: ImageData, public_key: str | Path | Non
     ``multi_kd`` distils from each member at its own temperature; any other method sees the ensemble's averaged
     distribution (at T = 1, then softened by the method's own temperature).
     """
-    from distill.distillers.multi_teacher import MultiTeacher
-
     return MultiTeacher([load_teacher(d, data, public_key)[0] for d in dirs])
 
 
@@ -192,8 +162,6 @@ def prepare_out_dir(
 ) -> None:
     """Create ``out`` with the recipe in it; an existing non-empty one is resumed (same recipe only), replaced
     (only a distill directory none of whose inputs lie in it) or refused: see :mod:`distill.workflow.rundir`."""
-    from distill.workflow import rundir
-
     inputs = run_inputs(cfg) if inputs is None else inputs
     action = rundir.prepare(out, kind=kind, overwrite=overwrite, resume=resume, inputs=inputs, resumable=_has_recipe)
     saved = out / "config.yaml"
@@ -229,9 +197,6 @@ def fit(
     :class:`~distill.engine.cache.TeacherCache` (in ``cache.dir``, default ``<run>/teacher_cache``); methods that
     need the teacher's features run the teacher every step.
     """
-    from distill.engine import distributed as D
-    from distill.engine.cache import open_cache
-
     dist = D.init_from_env(resolve_device(cfg.device))
     device = D.rank_device(resolve_device(cfg.device))
     done = out / "done.json"
@@ -333,8 +298,6 @@ def run(
     cfg = as_config(cfg, overrides)
     inputs = run_inputs(cfg, recipe_path)
     if out:  # refuse a bad --out now, before minutes of loading (prepare_out_dir checks again)
-        from distill.workflow import rundir
-
         rundir.check(out, kind="run", overwrite=overwrite, resume=resume, inputs=inputs, resumable=_has_recipe)
     out = Path(out) if out else Path("runs") / f"{recipe_name}-{time.strftime('%Y%m%d-%H%M%S')}"
     t_start = time.perf_counter()
@@ -421,7 +384,7 @@ def run(
         row.update(measure(model, out / "students" / row["name"] / "model.safetensors", data, cfg.bench))
     report = build_report(cfg, data, rows["teacher"], students, time.perf_counter() - t_start)
     write_reports(out, report)
-    write_html([out], out / "report.html")
+    write_run_html([out], out / "report.html")
     log_run(out, report, cfg.tracking.mlflow)  # MLflow (when on): final metrics, reports, students
     write_manifest(out, {"config": C.to_dict(cfg), "metrics": {r["name"]: r["accuracy"] for r in students}})
     report["out"] = str(out)
@@ -477,8 +440,6 @@ def validate_recipe(cfg: C.Config, data: ImageData, dm: DataModule) -> None:
 
 def _check_black_box(method: str, teacher: nn.Module) -> None:
     """Refuse a method that reads the teacher's features when the teacher is a black box (an ONNX graph)."""
-    from distill.distillers import DISTILLERS
-
     if getattr(teacher, "black_box", False) and getattr(DISTILLERS.get(method), "teacher_features", False):
         raise ConfigError(
             f"method {method!r} reads the teacher's intermediate features, but the teacher is an ONNX model (a black "
@@ -487,8 +448,6 @@ def _check_black_box(method: str, teacher: nn.Module) -> None:
 
 
 def build_report(cfg: C.Config, data: ImageData, teacher: dict, students: list[dict], seconds: float) -> dict[str, Any]:
-    from distill.artifacts import versions
-
     teacher["accuracy"] = teacher.pop("acc")
     scratch = next((s for s in students if s["method"] == "scratch"), None)
     for s in students:
@@ -515,6 +474,71 @@ def build_report(cfg: C.Config, data: ImageData, teacher: dict, students: list[d
         "versions": versions(),
         "config": asdict(cfg),
     }
+
+
+def finetune_on_val(
+    cfg: C.Config,
+    dm: Any,
+    student: nn.Module,
+    teacher: nn.Module | None,
+    out: Path,
+    label: str,
+    resume: bool,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Fine-tune a distilled ``student`` on the validation split (the recipe's ``flow`` section).
+
+    Returns the student and the per-stage accuracies: validation after distillation, validation after
+    fine-tuning (now seen in training, so an optimistic number) and test before/after fine-tuning; the test split
+    is never used to choose anything. The fine-tuning run (checkpoints, metrics) lives in ``out/finetune``.
+    """
+    flow = cfg.flow
+    if len(dm.x_val) == 0:
+        raise ConfigError("flow.finetune_on_val needs a validation split; set data.val_size > 0")
+    device = resolve_device(cfg.device)
+
+    def acc(split: str) -> float:
+        logits, y = predict(student.to(device), dm.eval_batches(split, device), device)
+        return classification_metrics(logits, y)["acc"]
+
+    stages = {"val_acc_distilled": acc("val"), "test_acc_distilled": acc("test")}
+    val_dm = copy.copy(dm)  # the validation split becomes the training split; "val" still names it for logging
+    val_dm.x_train, val_dm.y_train = dm.x_val, dm.y_val
+    optim = replace(cfg.train, epochs=flow.finetune_epochs, lr=flow.finetune_lr, warmup_epochs=0.0)
+    method = flow.finetune_method
+    params = dict(flow.finetune_params)
+    run_cfg = replace(cfg, select="last")  # choosing the best epoch on the data being trained on would mean nothing
+    if getattr(cfg, "cache", None) is not None and cfg.cache.mode != "off":
+        run_cfg = replace(run_cfg, cache=replace(cfg.cache, mode="off"))  # the cache holds the training split
+    student, info = fit(
+        run_cfg, val_dm, dm.data, student, teacher, method, params, optim, out / "finetune", label, resume
+    )
+    stages.update({"val_acc_finetuned": acc("val"), "test_acc_finetuned": acc("test")})
+    return student, {
+        "method": method,
+        "params": params,
+        "epochs": info["epochs"],
+        "lr": flow.finetune_lr,
+        "train_seconds": info["train_seconds"],
+        **stages,
+    }
+
+
+def recompute_predictions(run_dir: Path, model_dirs: list[Path]) -> dict[Path, tuple[np.ndarray, np.ndarray]]:
+    """Run each saved model on the test split of the run's recipe: what ``report.html`` shows for runs made before
+    test-set logits were saved (passed to :func:`distill.report.html.write_html` as ``rerun``)."""
+    cfg = C.load_config(Path(run_dir) / "config.yaml")
+    _, dm = load_data(cfg)
+    out = {}
+    for d in model_dirs:
+        model, _ = load_model(d)
+        logits, y = predict(model, dm.eval_batches("test", "cpu"), "cpu")
+        out[d] = (logits.numpy(), y.numpy())
+    return out
+
+
+def write_run_html(paths: list[Path] | Path, out_file: Path) -> Path:
+    """``report.html`` of runs and sweeps, with the models of older runs re-run and methods' default temperatures."""
+    return write_html(paths, out_file, rerun=recompute_predictions, temperature=method_temperature)
 
 
 def evaluate(

@@ -1,121 +1,105 @@
-"""Everything that reads or writes weights: safetensors only, written atomically, described by a manifest.
+"""Model directories and run manifests, one layer above :mod:`distill.io` (which holds the bytes-on-disk helpers,
+re-exported here).
 
 * A **model directory** holds ``model.safetensors`` and ``model.json`` (architecture, arguments, class names,
   preprocessing) — enough to rebuild and run the model without the recipe.
-* A **checkpoint** (for resuming) is one safetensors file: every tensor of a nested state (model, optimizer,
-  scheduler, RNG states ...) stored by its path, and the non-tensor rest as JSON in the header. Nothing is pickled,
-  so loading a checkpoint can never run code.
+* **Model formats**: :func:`model_format` tells from ``model.json`` which format a directory is (``plain``,
+  ``foreign``, ``pruned``, ``int8``, ``text``); each format's package registers its loader with
+  :func:`register_format`, and :func:`load_model` dispatches to it without knowing any feature package. The one
+  place that says which module registers a built-in format is :data:`FORMAT_PROVIDERS` (imported on first use).
 * ``manifest.json`` lists the sha256 of every file of a run, the versions and the metrics; :func:`verify_manifest`
   refuses a run whose files no longer match.
 """
 
 from __future__ import annotations
 
-import hashlib
+import importlib
 import json
-import os
 import platform
-import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy
+import safetensors
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
-from torch import Tensor, nn
+import torchvision
+from torch import nn
 
-from distill.errors import CheckpointError, DistillError
+import distill
+from distill.errors import CheckpointError
+from distill.io import (  # noqa: F401  (re-exported: the names every caller used from here)
+    atomic_write,
+    flatten_state,
+    load_checkpoint,
+    load_weights,
+    save_checkpoint,
+    save_weights,
+    sha256_file,
+    unflatten_state,
+    write_json,
+)
+from distill.trust import verify_model
 
-_TENSOR = "__tensor__"
+# -- model formats ------------------------------------------------------------------------------------------------
 
+ModelLoader = Callable[[Path, dict[str, Any], "str | torch.device"], nn.Module]
+SpecCheck = Callable[[dict[str, Any], str], None]
 
-def atomic_write(path: Path, write: Any) -> None:
-    """Write via a temporary file in the same directory and ``os.replace``: a crash leaves the old file intact."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError) or "No space left" in str(e) or "os error 28" in str(e):
-            reason = getattr(e, "strerror", None) or str(e)
-            kept = "the previous version is intact" if path.exists() else "nothing was written"
-            raise DistillError(f"could not write {path} ({reason}); {kept}") from e
-        raise
+FOREIGN_PREFIXES = ("class", "onnx", "hf")  # model names of foreign models: a user's class, an ONNX graph, HF
 
-
-def write_json(path: Path, obj: Any) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n"))
-
-
-def flatten_state(obj: Any, prefix: str = "") -> tuple[dict[str, Tensor], Any]:
-    """Split a nested state into ``{path: tensor}`` and a JSON tree with ``{"__tensor__": path}`` placeholders."""
-    tensors: dict[str, Tensor] = {}
-
-    def walk(o: Any, path: str) -> Any:
-        if isinstance(o, Tensor):
-            key = path or "root"
-            tensors[key] = o.detach().cpu().contiguous()
-            return {_TENSOR: key}
-        if isinstance(o, dict):
-            return {"__dict__": [[_key(k), walk(v, f"{path}.{k}" if path else str(k))] for k, v in o.items()]}
-        if isinstance(o, (list, tuple)):
-            items = [walk(v, f"{path}.{i}" if path else str(i)) for i, v in enumerate(o)]
-            return {"__tuple__": items} if isinstance(o, tuple) else items
-        if o is None or isinstance(o, (bool, int, float, str)):
-            return o
-        raise TypeError(f"cannot store a {type(o).__name__} at {path!r} in a checkpoint")
-
-    return tensors, walk(obj, prefix)
+# Which module registers each built-in format (it calls register_format when imported). The only list of them:
+# load_model imports the module the first time it meets that format, so reading a plain model never imports the
+# compression or text packages, and this module imports none of them.
+FORMAT_PROVIDERS = {
+    "plain": "distill.models.zoo",
+    "foreign": "distill.models.foreign",
+    "pruned": "distill.compress.prune",
+    "int8": "distill.compress.quantize",
+    "text": "distill.text.saving",
+}
 
 
-def _key(k: Any) -> Any:
-    if isinstance(k, (str, int)):
-        return k
-    raise TypeError(f"checkpoint dict keys must be str or int, got {type(k).__name__}")
+@dataclass(frozen=True)
+class ModelFormat:
+    name: str
+    load: ModelLoader  # (directory, spec, device) -> the model with its weights, on device
+    check: SpecCheck | None = None  # (spec, directory): a base format's refusal of a spec, run by read_model_spec
 
 
-def unflatten_state(tensors: dict[str, Tensor], tree: Any) -> Any:
-    if isinstance(tree, dict):
-        if _TENSOR in tree:
-            return tensors[tree[_TENSOR]]
-        if "__dict__" in tree:
-            return {k: unflatten_state(tensors, v) for k, v in tree["__dict__"]}
-        if "__tuple__" in tree:
-            return tuple(unflatten_state(tensors, v) for v in tree["__tuple__"])
-    if isinstance(tree, list):
-        return [unflatten_state(tensors, v) for v in tree]
-    return tree
+_FORMATS: dict[str, ModelFormat] = {}
 
 
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Store a nested training state in one safetensors file, atomically."""
-    tensors, tree = flatten_state(state)
-    atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata={"distill_state": json.dumps(tree)}))
+def register_format(name: str, load: ModelLoader, check: SpecCheck | None = None) -> None:
+    """Make ``load`` the loader of model directories of format ``name`` (see :func:`model_format`)."""
+    _FORMATS[name] = ModelFormat(name, load, check)
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint`; a truncated or foreign file is refused."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        from safetensors import safe_open
+def base_format(spec: dict[str, Any]) -> str:
+    """``foreign`` (``class:``, ``onnx:``, ``hf:`` names) or ``plain``: what builds the architecture ``model.json``
+    names; the wrapping formats (int8, text, pruned) build on it. Its ``check`` runs on every read of the spec."""
+    prefix, colon, _ = str(spec.get("model", "")).partition(":")
+    return "foreign" if colon and prefix in FOREIGN_PREFIXES else "plain"
 
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"checkpoint {path} is corrupted or truncated ({e}); delete it or restore a copy") from e
-    if "distill_state" not in meta:
-        raise CheckpointError(f"{path} is a safetensors file but not a distill checkpoint (no distill_state header)")
-    return unflatten_state(tensors, json.loads(meta["distill_state"]))
+
+def model_format(spec: dict[str, Any]) -> str:
+    """The format of a ``model.json``: int8 (quantized), text, pruned, else the base format (foreign or plain)."""
+    if "quantization" in spec:  # int8: re-created from the stored float weights and calibration statistics
+        return "int8"
+    if spec.get("task") == "text":  # transformers / TextCNN / BiLSTM, rebuilt from the recorded configuration
+        return "text"
+    if spec.get("architecture"):  # a pruned model: layers of the recorded shapes replace the base ones
+        return "pruned"
+    return base_format(spec)
+
+
+def _format(name: str) -> ModelFormat:
+    if name not in _FORMATS and name in FORMAT_PROVIDERS:
+        importlib.import_module(FORMAT_PROVIDERS[name])  # registers it
+    if name not in _FORMATS:
+        raise CheckpointError(f"no loader is registered for model format {name!r}; known: {sorted(_FORMATS)}")
+    return _FORMATS[name]
 
 
 MODEL_FORMAT = 1  # the version of model.json's layout that save_model writes (absent in files written before it)
@@ -130,7 +114,7 @@ def save_model(directory: Path, model: nn.Module, spec: dict[str, Any]) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     weights = directory / "model.safetensors"
-    atomic_write(weights, lambda tmp: save_file(state, tmp, metadata={"distill_model": json.dumps(spec)}))
+    save_weights(weights, state, metadata={"distill_model": json.dumps(spec)})
     write_json(directory / "model.json", {**spec, "format": MODEL_FORMAT, "sha256": sha256_file(weights)})
     return weights
 
@@ -170,10 +154,9 @@ def read_model_spec(directory: str | Path) -> dict[str, Any]:
         )
     if digest != sha256_file(weights):
         raise CheckpointError(f"{weights} does not match the sha256 in {spec_path}: the file was changed or corrupted")
-    if spec["model"].startswith("class:"):  # a user's class in a file: the file must be the one imported
-        from distill.models.foreign import check_code
-
-        check_code(spec, str(directory))
+    check = _format(base_format(spec)).check  # e.g. a user's class: its file must be the one imported
+    if check is not None:
+        check(spec, str(directory))
     return spec
 
 
@@ -187,77 +170,14 @@ def load_model(
     With ``public_key``, the directory must carry a valid signature by that key (see :mod:`distill.trust`), checked
     before anything is read.
     """
-    from distill.models.zoo import create_model
-
     directory = Path(directory)
     if public_key is not None:
-        from distill.trust import verify_model
-
         verify_model(directory, public_key)
     spec = read_model_spec(directory)
-    weights = directory / "model.safetensors"
-    if "quantization" in spec:  # int8: re-created from the stored float weights and calibration statistics
-        from distill.compress.quantize import load_quantized
-
-        return load_quantized(directory)[0], spec
-    if spec.get("task") == "text":  # transformers / TextCNN / BiLSTM, rebuilt from the recorded configuration
-        from distill.text.saving import text_model_from_spec
-
-        model = text_model_from_spec(spec)
-        load_weights(model, weights, what=f"text model {spec.get('model')} ({directory})")
-        return model.to(device), spec
-    model = create_model(
-        spec["model"], num_classes=spec["num_classes"], in_channels=spec["in_channels"], **spec.get("kwargs", {})
-    )
-    if spec.get("architecture"):  # a pruned model: layers of the recorded shapes replace the base ones
-        from distill.compress.prune import apply_patch
-
-        apply_patch(model, spec["architecture"])
-    load_weights(model, weights, what=f"{spec['model']} ({directory})")
-    return model.to(device), spec
-
-
-def load_weights(model: nn.Module, path: Path, what: str = "the model") -> None:
-    """Load a safetensors state dict, refusing one that does not fit ``model`` with a message naming both sides."""
-    try:
-        state = load_file(str(path))
-    except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"{path} is not a readable safetensors file ({e})") from e
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    wrong = [
-        f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in own
-        if k in state and state[k].shape != own[k].shape
-    ]
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"missing {missing[:3]}{' ...' if len(missing) > 3 else ''}")
-        if unexpected:
-            parts.append(f"unexpected {unexpected[:3]}{' ...' if len(unexpected) > 3 else ''}")
-        if wrong:
-            parts.append(f"shape mismatch {wrong[:2]}{' ...' if len(wrong) > 2 else ''}")
-        raise CheckpointError(f"weights in {path} do not fit {what}: {'; '.join(parts)}")
-    model.load_state_dict(state)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return _format(model_format(spec)).load(directory, spec, device), spec
 
 
 def versions() -> dict[str, str]:
-    import numpy
-    import safetensors
-    import torchvision
-
-    import distill
-
     return {
         "distill": distill.__version__,
         "python": platform.python_version(),

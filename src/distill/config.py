@@ -1,6 +1,8 @@
 """Recipes: a typed schema of dataclasses, read from YAML with ``safe_load``, strict keys, dotted overrides.
 
-Only :mod:`distill.api` sees these objects; it turns them into keyword arguments for the library.
+The workflow (:mod:`distill.api`, and compress's own recipe) turns these objects into keyword arguments for the
+library; the one other reader is :func:`distill.data.module.load_datamodule` (the ``data`` section). A low layer:
+it imports only :mod:`distill.settings` and the errors, so the data and method registries can check values with it.
 """
 
 from __future__ import annotations
@@ -17,9 +19,8 @@ from typing import Any
 
 import yaml
 
-from distill.engine.cache import CacheSettings
-from distill.engine.trainer import OptimSettings
 from distill.errors import ConfigError
+from distill.settings import CacheSettings, OptimSettings
 
 MAX_SEED = 2**32 - 1  # numpy's seed range
 MAX_THREADS = 4096

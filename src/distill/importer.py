@@ -28,8 +28,12 @@ import torch
 from torch import nn
 
 from distill.artifacts import read_model_spec, save_model, sha256_file
+from distill.data.base import load_dataset
 from distill.errors import CheckpointError, ConfigError, DistillError
 from distill.models import foreign
+from distill.models.adapters import load_checkpoint
+from distill.models.zoo import create_model
+from distill.workflow import rundir
 
 
 def import_teacher(
@@ -54,8 +58,6 @@ def import_teacher(
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """Write the model directory ``out`` and return its ``model.json`` (see the module doc)."""
-    from distill.workflow import rundir
-
     chosen = [n for n, v in (("arch", arch), ("torchvision", torchvision), ("timm", timm), ("onnx", onnx), ("hf", hf))
               if v]  # fmt: skip
     if len(chosen) != 1:
@@ -99,9 +101,6 @@ def import_teacher(
         else:
             name = f"torchvision:{torchvision}" if torchvision else f"timm:{timm}"
         info = _need_shape(info)
-        from distill.models.adapters import load_checkpoint
-        from distill.models.zoo import create_model
-
         channels = info["input_shape"][0]
         model = create_model(name, num_classes=info.get("num_classes") or 1000, in_channels=channels, **kwargs)
         load_checkpoint(model, weights, what=f"{name.split(':', 1)[0]} {arch or torchvision or timm}")  # type: ignore[arg-type]
@@ -126,8 +125,6 @@ def _describe(
     """``(from the dataset, given explicitly)``: what the teacher was trained on; the given values win later."""
     info: dict[str, Any] = {}
     if dataset:
-        from distill.data.base import load_dataset
-
         data = load_dataset(dataset, root=root, **options)
         info = {
             "num_classes": data.num_classes,
@@ -226,8 +223,6 @@ def _spec(name: str, kwargs: dict, info: dict[str, Any], order: str, source: dic
 
 def _write(out: Path, model: nn.Module, spec: dict[str, Any]) -> None:
     """Write into a hidden sibling, then move it into place: a failure leaves ``out`` as it was."""
-    from distill.workflow import rundir
-
     out.parent.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(prefix=".distill-import-", dir=out.parent))
     try:

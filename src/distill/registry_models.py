@@ -24,7 +24,8 @@ from urllib.parse import unquote, urlparse
 
 from distill.artifacts import read_model_spec, sha256_file
 from distill.errors import CheckpointError, ConfigError, DistillError
-from distill.trust import model_tree
+from distill.trust import FORMAT, model_tree, sign_model, verify_model
+from distill.workflow import rundir
 
 EXPERIMENT = "distill-registry"
 TAG = "distill."
@@ -106,8 +107,6 @@ def _model_files(directory: Path, resign: bool = False) -> dict[str, Path]:
             raise CheckpointError(f"{directory}: {name} changed after signing (tampered or corrupted); not registered")
     if resign:
         return {n: f for n, f in files.items() if n != "signature.json"}
-    from distill.trust import FORMAT
-
     if version != FORMAT:
         raise CheckpointError(
             f"{sig} is a format-{version} signature, which `models fetch --key` refuses; re-sign the directory with "
@@ -200,8 +199,6 @@ def register(
             (staged / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(f, staged / rel)
         if private_key is not None:
-            from distill.trust import sign_model
-
             sign_model(staged, private_key)  # the new signature covers the whole copied tree
         client, exp = _client(uri)
         tags = lineage(model_dir, client)
@@ -262,8 +259,6 @@ def fetch(
     Nothing is written into ``out`` unless all checks pass; an existing non-empty ``out`` needs ``overwrite`` and
     must be a model directory, not the store nor anything else the fetch reads (:mod:`distill.workflow.rundir`).
     """
-    from distill.workflow import rundir
-
     out = Path(out)
     uri = store_uri(uri)
     inputs: list[tuple[str, str | Path | None]] = [
@@ -297,8 +292,6 @@ def fetch(
             shutil.copy2(src_dir / rel, staged / rel)
         _check(staged, expected, mv.tags.get(TAG + "weights_sha256"), f"{name} v{version}")
         if public_key is not None:
-            from distill.trust import verify_model
-
             verify_model(staged, public_key)
         rundir.replace_with(out, staged)  # what out held is deleted only once the new files are in place
     finally:

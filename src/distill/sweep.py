@@ -31,14 +31,18 @@ from tqdm.auto import tqdm
 
 from distill import api
 from distill import config as C
-from distill.artifacts import write_json
+from distill.artifacts import read_model_spec, write_json
+from distill.distillers import DISTILLERS
+from distill.distillers.base import method_temperature
 from distill.engine.callbacks import Callback
 from distill.engine.tracking import extra_callbacks
 from distill.errors import ConfigError, DistillError
 from distill.models.zoo import create_model, model_names
 from distill.report.bench import count_params, latency_ms, size_on_disk
-from distill.report.html import method_temperature, save_predictions
+from distill.report.html import save_predictions, write_html
 from distill.report.metrics import classification_metrics, predict
+from distill.trust import verify_model
+from distill.workflow import rundir
 
 OBJECTIVES = {"acc": ["maximize"], "acc_latency": ["maximize", "minimize"], "acc_params": ["maximize", "minimize"]}
 Space = Callable[[Any], tuple[str, dict[str, Any]]]  # trial -> (model name, kwargs)
@@ -102,8 +106,6 @@ def method_space(method: str, lr: float) -> tuple[Callable[[Any], tuple[dict[str
     """A sampler of the method's temperature and α (when it has them) and the learning rate around ``lr``."""
     import inspect
 
-    from distill.distillers import DISTILLERS
-
     own = inspect.signature(DISTILLERS.get(method).__init__).parameters
     has_t = method_temperature(method, {}) is not None
     has_alpha = "alpha" in own
@@ -149,9 +151,6 @@ def check_saved_teacher(cfg: C.Config) -> None:
     """Refuse a saved teacher (or ensemble member) that is missing, has a bad ``model.json`` or, when
     ``teacher.public_key`` is set, lacks a valid signature by that key — in seconds, before the sweep directory
     is touched. Loading it later checks again (the files could change in between)."""
-    from distill.artifacts import read_model_spec
-    from distill.trust import verify_model
-
     for d in cfg.teacher.ensemble or ([cfg.teacher.checkpoint] if cfg.teacher.checkpoint else []):
         if cfg.teacher.public_key is not None:
             verify_model(Path(d), cfg.teacher.public_key)
@@ -338,8 +337,6 @@ def sweep(
     check_saved_teacher(cfg)  # an unsigned or tampered teacher is refused before anything is written
     out = Path(out) if out else Path("runs") / f"sweep-{name}"
     # a sweep always resumes its own directory (there is no --overwrite): a new one, or one a sweep made
-    from distill.workflow import rundir
-
     rundir.prepare(out, kind="sweep", resume=True, resumable=_is_sweep_dir)
     saved = out / "config.yaml"
     if saved.exists() and saved.read_text() != C.dump_yaml(cfg):
@@ -386,8 +383,6 @@ def sweep(
     if auto_student is not None and result["auto_student"].get("trial") is not None:
         _copy_model(Path(result["auto_student"]["dir"]), out / "auto_student")
     if html:
-        from distill.report.html import write_html
-
         write_html([out], out / "report.html")
     result["out"] = str(out)
     return result

@@ -19,8 +19,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from distill.artifacts import sha256_file, write_json
 from distill.errors import CheckpointError, DistillError
+from distill.io import sha256_file, write_json
 
 SIGNATURE = "signature.json"
 ALGORITHM = "ed25519"

@@ -25,8 +25,10 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_array, check_is_fitted
 from torch import nn
 
+from distill.artifacts import load_model
 from distill.errors import ConfigError
 from distill.features import FeatureTap
+from distill.models.adapters import tap_names
 
 
 class TeacherFeatures(TransformerMixin, BaseEstimator):
@@ -81,8 +83,6 @@ class TeacherFeatures(TransformerMixin, BaseEstimator):
                 )
             model = self.model
         elif isinstance(self.model, (str, Path)):
-            from distill.artifacts import load_model
-
             model, spec = load_model(Path(self.model), public_key=self.public_key)  # signature checked first
         else:
             raise TypeError(f"model must be an nn.Module or a model directory, got {type(self.model).__name__}")
@@ -192,8 +192,6 @@ def _device(name: str) -> torch.device:
 
 
 def _penultimate(model: nn.Module) -> str:
-    from distill.models.adapters import tap_names
-
     name = tap_names(model).penultimate
     if name is None:
         raise ConfigError(

@@ -47,13 +47,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def report(args: argparse.Namespace) -> int:
+    from distill.api import write_run_html
     from distill.errors import DistillError
-    from distill.report.html import write_html
 
     out = args.out or (args.runs[0] / "report.html" if len(args.runs) == 1 else Path("report.html"))
     own = args.out is None and len(args.runs) == 1  # a run's own report.html is re-rendered in place
     if out.exists() and not (own or args.overwrite):
         raise DistillError(f"{out} already exists; pass --overwrite to replace it, or choose another --out")
-    path = write_html(args.runs, out)
+    path = write_run_html(args.runs, out)  # older runs: their models re-run on the recipe's test split
     print(f"report: {path}", file=sys.stdout)
     return 0

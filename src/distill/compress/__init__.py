@@ -30,6 +30,7 @@ from distill.compress.quantize import (
     quantize_static,
     save_quantized,
 )
+from distill.trust import verify_model
 
 
 def load_compressed(directory: str | Path, public_key: str | Path | None = None) -> tuple[nn.Module, dict[str, Any]]:
@@ -39,8 +40,6 @@ def load_compressed(directory: str | Path, public_key: str | Path | None = None)
     before anything of it is read.
     """
     if public_key is not None:
-        from distill.trust import verify_model
-
         verify_model(directory, public_key)
     if "quantization" in read_spec(directory):
         return load_quantized(directory)

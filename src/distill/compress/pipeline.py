@@ -25,9 +25,18 @@ from distill.artifacts import versions, write_json, write_manifest
 from distill.compress import export as E
 from distill.compress import prune as P
 from distill.compress import quantize as Q
-from distill.engine.trainer import OptimSettings
+from distill.data.module import load_datamodule
+from distill.distillers.base import build_distiller
+from distill.engine.callbacks import MetricsLogger, ProgressBar
+from distill.engine.setup import resolve_device, seed_everything
+from distill.engine.trainer import OptimSettings, Trainer
 from distill.errors import CheckpointError, ConfigError
+from distill.models.preprocess import differs
+from distill.report.bench import count_params, latency_ms, size_on_disk
 from distill.report.markdown import format_cell as _fmt
+from distill.report.metrics import classification_metrics, predict
+from distill.trust import verify_model
+from distill.workflow import rundir
 
 
 @dataclass
@@ -104,8 +113,6 @@ def load_input(directory: str | Path, public_key: str | Path | None = None) -> t
     if not directory.is_dir():
         raise CheckpointError(f"model directory {directory} does not exist")
     if public_key is not None:
-        from distill.trust import verify_model
-
         verify_model(directory, public_key)
     spec = P.read_spec(directory)
     task = spec.get("task", "image")
@@ -149,8 +156,6 @@ def check_settings(cfg: CompressConfig) -> None:
 
 def check_model(cfg: CompressConfig, model: nn.Module, input_shape: tuple[int, ...], num_classes: int) -> None:
     """Refuse what only the model can tell: unknown layers to ignore, the recovery method's parameters."""
-    from distill.distillers.base import build_distiller
-
     if cfg.prune.enabled:
         P.resolve_layers(model, cfg.prune.ignore)
     if cfg.recover.enabled:
@@ -172,8 +177,6 @@ def compress(
 
     With ``public_key``, the input model and ``recover.teacher`` must carry a valid signature by that key.
     """
-    from distill import api
-
     cfg = recipe if isinstance(recipe, CompressConfig) else load_recipe(recipe, overrides)
     inputs = _inputs(model_dir, recipe, cfg, public_key)
     if out is not None:
@@ -184,9 +187,9 @@ def compress(
     other_teacher = load_input(cfg.recover.teacher, public_key)[0] if cfg.recover.teacher else None
     shape = spec.get("preprocessing", {}).get("input_shape") or [spec["in_channels"], 28, 28]
     check_model(cfg, model, tuple(shape), spec["num_classes"])
-    device = api.resolve_device(cfg.device)
-    api.seed_everything(cfg.seed)
-    data, dm = api.load_data(cfg)  # type: ignore[arg-type]  (reads .data and .seed only)
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    data, dm = load_datamodule(cfg.data, cfg.seed)
     if spec["num_classes"] != data.num_classes or spec["in_channels"] != data.in_channels:
         raise CheckpointError(
             f"{model_dir} was made for {spec['num_classes']} classes x {spec['in_channels']} channels, but "
@@ -231,8 +234,6 @@ def _name_preprocessing(model_dir: str | Path, spec: dict[str, Any], data: Any) 
     data's batches as they are, unlike a loaded teacher (see :mod:`distill.models.preprocess`)."""
     import sys
 
-    from distill.models.preprocess import differs
-
     note = differs(spec, data)
     if note:
         detail = note.split(": its input is ", 1)[-1].split(" (from its", 1)[0]
@@ -257,8 +258,6 @@ def _prepare_out(
     out: Path, overwrite: bool, inputs: list[tuple[str, str | Path | None]] | None = None, check_only: bool = False
 ) -> None:
     """Create (or, with ``overwrite``, replace) the output directory; see :mod:`distill.workflow.rundir`."""
-    from distill.workflow import rundir
-
     step = rundir.check if check_only else rundir.prepare
     step(out, kind="compress", overwrite=overwrite, inputs=inputs or ())
 
@@ -280,8 +279,6 @@ class _Run:
 
     # -- measurement ---------------------------------------------------------------------------------------------
     def test_logits(self, model: nn.Module) -> Tensor:
-        from distill.report.metrics import predict
-
         dev = self.device if not _is_int8(model) else torch.device("cpu")
         logits, self.y_test = predict(model.to(dev), self.dm.eval_batches("test", dev), dev)
         model.cpu()
@@ -290,9 +287,6 @@ class _Run:
     def add(
         self, stage: str, model: nn.Module, weights: Path | None, logits: Tensor | None = None, **extra: Any
     ) -> None:
-        from distill.report.bench import count_params, latency_ms, size_on_disk
-        from distill.report.metrics import classification_metrics
-
         logits = self.test_logits(model) if logits is None else logits
         m = classification_metrics(logits, self.y_test, self.teacher_logits)
         row: dict[str, Any] = {"stage": stage, "runtime": extra.pop("runtime", "torch"), "accuracy": m["acc"]}
@@ -354,10 +348,6 @@ class _Run:
     def recover(
         self, student: nn.Module, teacher: nn.Module, optim: OptimSettings, out: Path | None, label: str
     ) -> dict:
-        from distill.distillers.base import build_distiller
-        from distill.engine.callbacks import MetricsLogger, ProgressBar
-        from distill.engine.trainer import Trainer
-
         rc, dm = self.cfg.recover, self.dm
         student.requires_grad_(True)
         distiller = build_distiller(
@@ -421,8 +411,6 @@ class _Run:
             self._add_onnx(stage, f, logits, lat, row_extra)
 
     def _add_onnx(self, stage: str, f: Path, logits: Tensor, lat: dict, extra: dict) -> None:
-        from distill.report.metrics import classification_metrics
-
         m = classification_metrics(logits, self.y_test, self.teacher_logits)
         row = {"stage": stage, "runtime": extra.pop("runtime"), "accuracy": m["acc"], "agreement": m.get("agreement")}
         self.rows.append({**row, **extra, **lat, "file": str(f)})

@@ -23,10 +23,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import prune as tprune
 
-from distill.artifacts import load_weights, read_model_spec, save_model
+from distill.artifacts import load_weights, read_model_spec, register_format, save_model
 from distill.errors import CheckpointError, ConfigError, DistillError, UnknownNameError
 from distill.models.adapters import tap_names
+from distill.models.zoo import create_model
 from distill.registry import suggest
+from distill.report.bench import latency_ms
 
 IMPORTANCES = ("l1", "l2", "taylor", "random")
 SCHEDULES = ("linear", "cubic")
@@ -301,8 +303,6 @@ def _accumulate_grads(model: nn.Module, batches: Sequence[tuple[Tensor, Tensor]]
 
 
 def _within_budget(model: nn.Module, x: Tensor, target_params: int | None, target_ms: float | None, batch: int) -> bool:
-    from distill.report.bench import latency_ms
-
     if target_params is not None and _params(model) > target_params:
         return False
     if target_ms is not None:
@@ -427,8 +427,6 @@ def apply_patch(model: nn.Module, patch: dict[str, Any] | None) -> nn.Module:
 
 def build_from_spec(spec: dict[str, Any]) -> nn.Module:
     """The (untrained) model a ``model.json`` describes: ``create_model`` plus its architecture patch, if any."""
-    from distill.models.zoo import create_model
-
     model = create_model(
         spec["model"], num_classes=spec["num_classes"], in_channels=spec["in_channels"], **spec.get("kwargs", {})
     )
@@ -461,3 +459,12 @@ def load_pruned(directory: str | Path, device: str | torch.device = "cpu") -> tu
     model = build_from_spec(spec)
     load_weights(model, Path(directory) / "model.safetensors", what=f"{spec['model']} ({directory})")
     return model.to(device), spec
+
+
+def _load_format(directory: Path, spec: dict[str, Any], device: str | torch.device) -> nn.Module:
+    model = build_from_spec(spec)
+    load_weights(model, Path(directory) / "model.safetensors", what=f"{spec['model']} ({directory})")
+    return model.to(device)
+
+
+register_format("pruned", _load_format)  # load_model of a model.json with an architecture patch

@@ -33,7 +33,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from distill.artifacts import MODEL_FORMAT, atomic_write, sha256_file, write_json
+from distill.artifacts import MODEL_FORMAT, atomic_write, register_format, sha256_file, write_json
+from distill.compress.prune import build_from_spec, read_spec
 from distill.errors import CheckpointError, ConfigError, DistillError
 
 MODES = ("static", "dynamic", "qat")
@@ -194,8 +195,6 @@ def save_quantized(directory: str | Path, q: Quantized, spec: dict[str, Any]) ->
 
 def load_quantized(directory: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild an int8 model saved by :func:`save_quantized` (CPU only)."""
-    from distill.compress.prune import build_from_spec, read_spec
-
     spec = read_spec(directory)
     qspec = spec.get("quantization")
     if not qspec or qspec.get("format") != QUANT_FORMAT:
@@ -221,3 +220,6 @@ def int8_bytes(model: nn.Module) -> int:
         return 0
 
     return sum(size(v) for v in model.state_dict().values())
+
+
+register_format("int8", lambda directory, spec, device: load_quantized(directory)[0])  # CPU only, like before

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from distill.config import check_value
 from distill.errors import ConfigError, DataError
 from distill.registry import Registry
 
@@ -155,8 +156,6 @@ def load_dataset(name: str, /, **kwargs: Any) -> ImageData:
 
 
 def _check_options(name: str, loader: Callable[..., Any], kwargs: dict[str, Any]) -> None:
-    from distill.config import check_value  # config imports the engine, which imports this module
-
     params = inspect.signature(loader).parameters
     for key, value in kwargs.items():
         p = params.get(key)

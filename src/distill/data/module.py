@@ -5,17 +5,25 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
+from distill.config import DataConfig
 from distill.data.augment import AugmentSpec, apply_views, normalize, sample_views
-from distill.data.base import ImageData
+from distill.data.base import ImageData, load_dataset
 from distill.errors import DataError
 
-if TYPE_CHECKING:
-    from distill.engine.cache import TeacherCache
+
+class TeacherCache(Protocol):
+    """What the batches read from a teacher-output cache (:class:`distill.engine.cache.TeacherCache` is one)."""
+
+    num_samples: int
+
+    def views_for(self, epoch: int, index: Tensor) -> Any: ...
+
+    def logits_for(self, epoch: int, index: Tensor) -> Tensor: ...
 
 
 def labelled_mask(y: Tensor, fraction: float, seed: int) -> Tensor:
@@ -185,3 +193,19 @@ class DataModule:
         if name not in splits:
             raise DataError(f"unknown split {name!r}; expected one of {sorted(splits)}")
         return splits[name]
+
+
+def load_datamodule(d: DataConfig, seed: int) -> tuple[ImageData, DataModule]:
+    """The dataset and its batches as a recipe's ``data`` section describes them (``seed``: the recipe's)."""
+    data = load_dataset(d.name, root=d.root, download=d.download, **d.options)
+    if d.train_subset or d.test_subset:
+        data = data.subset(d.train_subset, d.test_subset, seed=seed)
+    val = d.val_size if d.val_size < 1 else int(d.val_size)
+    kw: dict[str, Any] = {"seed": seed, "augment": d.augment, "eval_batch_size": d.eval_batch_size}
+    if d.labeled_fraction < 1:
+        kw["labeled_fraction"] = d.labeled_fraction
+    if d.split_seed is not None:
+        kw["split_seed"] = d.split_seed
+    make = getattr(data, "datamodule", None)  # tabular data bring their own batching
+    dm = make(d.batch_size, val, **kw) if make else DataModule(data, d.batch_size, val, **kw)
+    return data, dm

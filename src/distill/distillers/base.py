@@ -17,10 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distill.errors import ConfigError
+from distill.config import check_value
+from distill.errors import ConfigError, DistillError
 from distill.features import FeatureTap
 from distill.losses import kd_loss
 from distill.registry import Registry
+from distill.settings import check_range
 
 
 @dataclass
@@ -198,26 +200,6 @@ def labelled_cross_entropy(logits: Tensor, y: Tensor, label_smoothing: float = 0
     return torch.where(y >= 0, per, torch.zeros_like(per)).sum() / max(1, len(y))
 
 
-def check_range(
-    name: str,
-    value: float,
-    lo: float | None = None,
-    hi: float | None = None,
-    lo_open: bool = False,
-    hi_open: bool = False,
-) -> None:
-    """Raise a :class:`ConfigError` naming ``name`` when ``value`` is outside the interval."""
-    bad = (lo is not None and (value < lo or (lo_open and value == lo))) or (
-        hi is not None and (value > hi or (hi_open and value == hi))
-    )
-    if bad or value != value:  # NaN
-        left = "(" if lo_open else "["
-        right = ")" if hi_open else "]"
-        lo_s = "-inf" if lo is None else lo
-        hi_s = "inf" if hi is None else hi
-        raise ConfigError(f"{name} must be in {left}{lo_s}, {hi_s}{right}, got {value}")
-
-
 def method_params(name: str) -> dict[str, inspect.Parameter]:
     """The hyper-parameters a method takes (its constructor's keyword arguments, minus the models)."""
     cls = DISTILLERS.get(name)
@@ -273,8 +255,6 @@ def _check_param(method: str, key: str, value: Any, annotation: Any) -> None:
     """One generic check of a method parameter before anything trains: its type against the constructor's
     annotation, finite numbers (also inside lists), and the range its name implies (:data:`TEMPERATURE_NAMES`,
     :data:`WEIGHT_NAMES`). Each method's own constructor may narrow the range further."""
-    from distill.config import check_value  # config imports the trainer, which imports this module
-
     where = f"method {method!r}: {key}"
     check_value(annotation, value, where)
     numbers = list(enumerate(value)) if isinstance(value, (list, tuple)) else [(None, value)]
@@ -294,6 +274,19 @@ def _init_params(cls: type) -> set[str]:
         if isinstance(klass, type) and issubclass(klass, Distiller):
             names |= set(inspect.signature(klass.__init__).parameters)
     return names
+
+
+def method_temperature(method: str, params: dict[str, Any]) -> float | None:
+    """The softening temperature of ``method`` (its parameter, else the method's own default), or None."""
+    if "temperature" in params:
+        return float(params["temperature"])
+    load_builtin_methods()
+    try:
+        cls = DISTILLERS.get(method)
+    except DistillError:
+        return None
+    p = inspect.signature(cls.__init__).parameters.get("temperature")
+    return float(p.default) if p is not None and isinstance(p.default, (int, float)) else None
 
 
 def load_builtin_methods() -> None:

@@ -57,7 +57,6 @@ import sys
 from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -68,10 +67,11 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from tqdm.auto import tqdm
 
 from distill.data.augment import AugmentSpec, Views, apply_views, normalize, sample_views
+from distill.engine import distributed as D
 from distill.errors import ConfigError, DistillError
+from distill.settings import MODES, CacheSettings  # noqa: F401  (re-exported)
 
 FORMAT = 1
-MODES = ("off", "views", "fixed")
 # Images per teacher forward pass when the cache is built on the CPU. A small batch's activations stay in the
 # processor's caches and in the allocator's reused memory; at 1024 every activation of the demo's CNN teacher was a
 # fresh mapping page-faulted in (system time as large as the compute), and it ran at about half the speed per image.
@@ -80,26 +80,6 @@ CPU_FORWARD_BATCH = 128
 
 class CacheError(DistillError):
     """A cache directory is missing, truncated or does not match its key."""
-
-
-@dataclass(frozen=True)
-class CacheSettings:
-    """How teacher outputs are cached (see the module docstring for what each mode means)."""
-
-    mode: str | bool = "off"  # YAML reads a bare `off` as false: accepted as "off"
-    views: int = 8
-    topk: int | None = None
-    dir: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.mode is False:
-            self.mode = "off"
-        if self.mode not in MODES:
-            raise ConfigError(f"mode must be one of {list(MODES)}, got {self.mode!r}")
-        if self.views < 1:
-            raise ConfigError(f"views must be >= 1, got {self.views}")
-        if self.topk is not None and self.topk < 1:
-            raise ConfigError(f"topk must be null or >= 1, got {self.topk}")
 
 
 def hash_tensors(named: Iterable[tuple[str, Tensor]], h: Any = None) -> str:
@@ -497,8 +477,6 @@ def open_cache(
 
     Under DDP rank 0 builds (or verifies) it while the other ranks wait, then every rank opens it.
     """
-    from distill.engine import distributed as D
-
     if settings.mode == "off":
         return None
     if settings.mode == "fixed" and data.spec.enabled:

@@ -42,15 +42,14 @@ from torch import Tensor
 
 from distill.artifacts import atomic_write, load_checkpoint, save_checkpoint
 from distill.data.module import DataModule
-from distill.distillers.base import Distiller, check_range
+from distill.distillers.base import Distiller
 from distill.engine import distributed as D
 from distill.engine.cache import TeacherCache
 from distill.engine.callbacks import Callback
 from distill.errors import ConfigError, DistillError, Interrupted, terminate_handler
 from distill.report.metrics import classification_metrics, predict
+from distill.settings import OPTIMIZERS, SCHEDULES, OptimSettings  # noqa: F401  (re-exported)
 
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("cosine", "multistep", "constant")
 TEST_SIGNAL_VAR = "DISTILL_TEST_SIGNAL_AT_STEP"  # the test hook (module docstring)
 # The signals deferred to a step boundary, and the handlers that count as "still Python's default" for each.
 DEFERRED_SIGNALS: dict[signal.Signals, tuple[Any, ...]] = {
@@ -72,62 +71,6 @@ class TrainState:
     best_epoch: int = 0
     stop: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
-
-
-@dataclass
-class OptimSettings:
-    """How to optimise: the optimizer, its schedule and regularisation."""
-
-    epochs: int = 10
-    optimizer: str = "sgd"
-    lr: float = 0.05
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    schedule: str = "cosine"
-    milestones: list[float] = field(default_factory=list)  # epochs at which multistep multiplies the LR by gamma
-    gamma: float = 0.1
-    warmup_epochs: float = 0.0
-    grad_clip: float | None = None
-
-    def __post_init__(self) -> None:
-        """Every setting's type, finiteness and range, before any work: these also arrive as plain dicts (text
-        recipes, compress), not only through the recipe schema, and a NaN or inf passes the range checks."""
-        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int):
-            raise ConfigError(f"epochs must be an integer, got {self.epochs!r}")
-        if self.epochs < 1:
-            raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"unknown optimizer {self.optimizer!r}; expected one of {list(OPTIMIZERS)}")
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(f"unknown schedule {self.schedule!r}; expected one of {list(SCHEDULES)}")
-        if not isinstance(self.milestones, (list, tuple)):
-            raise ConfigError(f"milestones must be a list of epochs, got {self.milestones!r}")
-        numbers = {"lr": self.lr, "momentum": self.momentum, "weight_decay": self.weight_decay, "gamma": self.gamma,
-                   "warmup_epochs": self.warmup_epochs, "grad_clip": self.grad_clip,
-                   **{f"milestones.{i}": m for i, m in enumerate(self.milestones)}}  # fmt: skip
-
-        for name, v in numbers.items():
-            if v is None and name == "grad_clip":  # null: no clipping
-                continue
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise ConfigError(f"{name} must be a number, got {v!r:.60}")
-            if not abs(v) <= 3.4028234663852886e38:  # NaN, inf, or beyond float32, which the optimizer computes in
-                raise ConfigError(f"{name} must be a finite number (within float32's range), got {v!r:.60}")
-        check_range("lr", self.lr, lo=0.0, lo_open=True)
-        check_range("momentum", self.momentum, 0.0, 1.0, hi_open=True)
-        check_range("weight_decay", self.weight_decay, lo=0.0)
-        check_range("gamma", self.gamma, lo=0.0, lo_open=True)
-        check_range("warmup_epochs", self.warmup_epochs, lo=0.0)
-        if self.warmup_epochs > self.epochs:
-            raise ConfigError(
-                f"warmup_epochs={self.warmup_epochs} is longer than the {self.epochs} epoch(s) of training, so the "
-                "learning rate would never reach lr; use at most epochs"
-            )
-        for i, m in enumerate(self.milestones):
-            check_range(f"milestones.{i}", m, lo=0.0)
-        if self.grad_clip is not None and not self.grad_clip > 0:  # <= 0 would flip clipping into gradient ascent
-            raise ConfigError(f"grad_clip must be null (no clipping) or a norm > 0, got {self.grad_clip}")
 
 
 def make_optimizer(params: list[torch.nn.Parameter], s: OptimSettings) -> torch.optim.Optimizer:

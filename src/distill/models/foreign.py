@@ -27,9 +27,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from distill.artifacts import FOREIGN_PREFIXES, load_weights, register_format
 from distill.errors import CheckpointError, ConfigError, DistillError
+from distill.models.adapters import _stages
 
-PREFIXES = ("class", "onnx", "hf")
+PREFIXES = FOREIGN_PREFIXES  # ("class", "onnx", "hf"): model.json names these in distill.artifacts
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -257,8 +259,6 @@ class HFClassifier(nn.Module):
 
 def annotate_user(model: nn.Module, num_classes: int) -> nn.Module:
     """Infer ``feature_layers`` and ``classifier`` for a user's model without changing it or what its class sets."""
-    from distill.models.adapters import _stages
-
     modules = dict(model.named_modules())
     linears = [n for n, m in modules.items() if isinstance(m, nn.Linear)]
     last = linears[-1] if linears and modules[linears[-1]].out_features == num_classes else None  # type: ignore[union-attr]
@@ -280,3 +280,17 @@ def create(name: str, num_classes: int, in_channels: int, kwargs: dict[str, Any]
     if prefix == "onnx":
         return OnnxTeacher(**kwargs)
     return HFClassifier(**kwargs)
+
+
+def _check_format(spec: dict[str, Any], where: str) -> None:
+    if spec["model"].startswith("class:"):  # a user's class in a file: the file must be the one imported
+        check_code(spec, where)
+
+
+def _load_format(directory: Path, spec: dict[str, Any], device: str | torch.device) -> nn.Module:
+    model = create(spec["model"], spec["num_classes"], spec["in_channels"], spec.get("kwargs", {}))
+    load_weights(model, Path(directory) / "model.safetensors", what=f"{spec['model']} ({directory})")
+    return model.to(device)
+
+
+register_format("foreign", _load_format, check=_check_format)  # load_model of a class:/onnx:/hf: model.json

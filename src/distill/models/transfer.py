@@ -26,7 +26,6 @@ from __future__ import annotations
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -345,59 +344,3 @@ def channel_slices(
         else:
             out[key] = idx
     return out
-
-
-# --- train -> validation fine-tune -> test -------------------------------------------------------------------------
-
-
-def finetune_on_val(
-    cfg: Any,
-    dm: Any,
-    student: nn.Module,
-    teacher: nn.Module | None,
-    out: Path,
-    label: str,
-    resume: bool,
-) -> tuple[nn.Module, dict[str, Any]]:
-    """Fine-tune a distilled ``student`` on the validation split (the recipe's ``flow`` section).
-
-    Returns the student and the per-stage accuracies: validation after distillation, validation after
-    fine-tuning (now seen in training, so an optimistic number) and test before/after fine-tuning; the test split
-    is never used to choose anything. The fine-tuning run (checkpoints, metrics) lives in ``out/finetune``.
-    """
-    import copy
-    from dataclasses import replace
-
-    from distill.api import fit, resolve_device
-    from distill.report.metrics import classification_metrics, predict
-
-    flow = cfg.flow
-    if len(dm.x_val) == 0:
-        raise ConfigError("flow.finetune_on_val needs a validation split; set data.val_size > 0")
-    device = resolve_device(cfg.device)
-
-    def acc(split: str) -> float:
-        logits, y = predict(student.to(device), dm.eval_batches(split, device), device)
-        return classification_metrics(logits, y)["acc"]
-
-    stages = {"val_acc_distilled": acc("val"), "test_acc_distilled": acc("test")}
-    val_dm = copy.copy(dm)  # the validation split becomes the training split; "val" still names it for logging
-    val_dm.x_train, val_dm.y_train = dm.x_val, dm.y_val
-    optim = replace(cfg.train, epochs=flow.finetune_epochs, lr=flow.finetune_lr, warmup_epochs=0.0)
-    method = flow.finetune_method
-    params = dict(flow.finetune_params)
-    run_cfg = replace(cfg, select="last")  # choosing the best epoch on the data being trained on would mean nothing
-    if getattr(cfg, "cache", None) is not None and cfg.cache.mode != "off":
-        run_cfg = replace(run_cfg, cache=replace(cfg.cache, mode="off"))  # the cache holds the training split
-    student, info = fit(
-        run_cfg, val_dm, dm.data, student, teacher, method, params, optim, out / "finetune", label, resume
-    )
-    stages.update({"val_acc_finetuned": acc("val"), "test_acc_finetuned": acc("test")})
-    return student, {
-        "method": method,
-        "params": params,
-        "epochs": info["epochs"],
-        "lr": flow.finetune_lr,
-        "train_seconds": info["train_seconds"],
-        **stages,
-    }

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
+from distill.artifacts import load_weights, register_format
 from distill.errors import ConfigError
+from distill.models import adapters, foreign
 from distill.registry import Registry
 
 ModelFactory = Callable[..., nn.Module]
@@ -28,8 +32,6 @@ def create_model(name: str, num_classes: int = 10, in_channels: int = 3, **kwarg
     """Build ``name`` for ``num_classes`` outputs on ``in_channels``-channel images."""
     _load_builtin()
     if ":" in name:
-        from distill.models import adapters, foreign
-
         if name.partition(":")[0] in foreign.PREFIXES:  # a user's class, an ONNX graph, a Hugging Face model
             return foreign.create(name, num_classes, in_channels, kwargs)
 
@@ -55,3 +57,14 @@ def model_names() -> list[str]:
 def _load_builtin() -> None:
     # Importing the modules runs their @register_model decorators.
     from distill.models import cifar, mlp, small  # noqa: F401
+
+
+def _load_format(directory: Path, spec: dict[str, Any], device: str | torch.device) -> nn.Module:
+    model = create_model(
+        spec["model"], num_classes=spec["num_classes"], in_channels=spec["in_channels"], **spec.get("kwargs", {})
+    )
+    load_weights(model, Path(directory) / "model.safetensors", what=f"{spec['model']} ({directory})")
+    return model.to(device)
+
+
+register_format("plain", _load_format)  # load_model of a model.json naming a zoo, torchvision: or timm: model

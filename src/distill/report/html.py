@@ -3,16 +3,20 @@ the teacher and every student of one or more run directories, and the trials of 
 
 Numbers in the tables come from each run's ``report.json`` (every cell carries the raw value in ``data-value``);
 per-class accuracy, confusion matrices, agreement and calibration come from the test-set logits that
-:func:`distill.api.run` saves beside each model (``test_logits.safetensors``), or, for older runs, from
-re-running the saved models on the test split named in the run's ``config.yaml``.
+:func:`distill.api.run` saves beside each model (``test_logits.safetensors``).
+
+This module only reads files and renders them. What it cannot read, its caller may supply: ``rerun`` re-runs the
+saved models of an older run (made before logits were saved) on its test split, and ``temperature`` gives a method's
+default softening temperature when ``model.json`` records none (both are passed by :mod:`distill.api` and the
+``distill report`` command; without them those parts of the page are left out).
 """
 
 from __future__ import annotations
 
 import html
-import inspect
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +30,10 @@ from distill.errors import DistillError
 from distill.report import plots
 
 PREDICTIONS = "test_logits.safetensors"
+
+Predictions = dict[Path, tuple[np.ndarray, np.ndarray]]  # model directory -> (test logits (N, K), labels (N,))
+Rerun = Callable[[Path, list[Path]], Predictions]  # (run directory, model directories) -> their test predictions
+Temperature = Callable[[str, dict[str, Any]], "float | None"]  # (method, params) -> its softening temperature
 
 
 def save_predictions(model_dir: Path, logits: torch.Tensor, labels: torch.Tensor) -> Path:
@@ -87,21 +95,9 @@ def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def method_temperature(method: str, params: dict[str, Any]) -> float | None:
-    """The softening temperature of ``method`` (its parameter, else the method's own default), or None."""
-    if "temperature" in params:
-        return float(params["temperature"])
-    try:
-        from distill.distillers import DISTILLERS
-
-        cls = DISTILLERS.get(method)
-    except (DistillError, ImportError):
-        return None
-    p = inspect.signature(cls.__init__).parameters.get("temperature")
-    return float(p.default) if p is not None and isinstance(p.default, (int, float)) else None
-
-
-def collect_run(run_dir: Path, prefix: str = "") -> Run:
+def collect_run(
+    run_dir: Path, prefix: str = "", rerun: Rerun | None = None, temperature: Temperature | None = None
+) -> Run:
     run_dir = Path(run_dir)
     report = _read_json(run_dir / "report.json")
     entries = [(report["teacher"], run_dir / "teacher")]
@@ -111,19 +107,26 @@ def collect_run(run_dir: Path, prefix: str = "") -> Run:
         spec = _read_json(d / "model.json")
         m = Model(prefix + row["name"], row, d, spec, _read_jsonl(d / "metrics.jsonl"))
         if d.name != "teacher" and row.get("method") not in (None, "scratch", "loaded"):
-            m.temperature = method_temperature(row["method"], spec.get("params") or {})
+            params = spec.get("params") or {}
+            if "temperature" in params:
+                m.temperature = float(params["temperature"])
+            elif temperature is not None:
+                m.temperature = temperature(row["method"], params)
         models.append(m)
     classes = models[0].spec.get("classes") or [str(i) for i in range(report["dataset"]["classes"])]
     run = Run(run_dir, run_dir.resolve().name, report, models, [str(c) for c in classes])
-    _attach_predictions(run)
+    _attach_predictions(run, rerun)
     return run
 
 
-def _attach_predictions(run: Run) -> None:
+def _attach_predictions(run: Run, rerun: Rerun | None) -> None:
     loaded = {m.dir: load_predictions(m.dir) for m in run.models}
     if any(v is None for v in loaded.values()):
+        if rerun is None:
+            run.note = "test-set predictions are not available (not saved); per-class, confusion, calibration omitted"
+            return
         try:
-            loaded = _recompute_predictions(run.dir, [m.dir for m in run.models])
+            loaded = rerun(run.dir, [m.dir for m in run.models])
         except (DistillError, OSError, KeyError) as e:
             run.note = f"test-set predictions are not available ({e}); per-class, confusion and calibration omitted"
             return
@@ -131,36 +134,21 @@ def _attach_predictions(run: Run) -> None:
         m.logits, run.labels = loaded[m.dir]
 
 
-def _recompute_predictions(run_dir: Path, model_dirs: list[Path]) -> dict[Path, tuple[np.ndarray, np.ndarray]]:
-    """Run each saved model on the test split of the run's recipe (runs made before logits were saved)."""
-    from distill import api
-    from distill import config as C
-    from distill.artifacts import load_model
-    from distill.report.metrics import predict
-
-    cfg = C.load_config(run_dir / "config.yaml")
-    _, dm = api.load_data(cfg)
-    out = {}
-    for d in model_dirs:
-        model, _ = load_model(d)
-        logits, y = predict(model, dm.eval_batches("test", "cpu"), "cpu")
-        out[d] = (logits.numpy(), y.numpy())
-    return out
-
-
 def collect_sweep(sweep_dir: Path) -> Sweep:
     sweep_dir = Path(sweep_dir)
     return Sweep(sweep_dir, sweep_dir.resolve().name, _read_json(sweep_dir / "sweep.json"))
 
 
-def collect(paths: list[Path]) -> tuple[list[Run], list[Sweep]]:
+def collect(
+    paths: list[Path], rerun: Rerun | None = None, temperature: Temperature | None = None
+) -> tuple[list[Run], list[Sweep]]:
     runs, sweeps = [], []
     multi = len(paths) > 1
     for p in map(Path, paths):
         if (p / "sweep.json").is_file():
             sweeps.append(collect_sweep(p))
         elif (p / "report.json").is_file():
-            runs.append(collect_run(p, prefix=f"{p.resolve().name}/" if multi else ""))
+            runs.append(collect_run(p, f"{p.resolve().name}/" if multi else "", rerun, temperature))
         else:
             raise DistillError(f"{p} has neither report.json (a run) nor sweep.json (a sweep); is it finished?")
     return runs, sweeps
@@ -505,9 +493,9 @@ dt{font-weight:600}dd{margin:0}code{font-size:12px}footer{color:#666;font-size:1
 """
 
 
-def build_html(paths: list[Path]) -> str:
-    """The page for run and sweep directories ``paths``."""
-    runs, sweeps = collect(paths)
+def build_html(paths: list[Path], rerun: Rerun | None = None, temperature: Temperature | None = None) -> str:
+    """The page for run and sweep directories ``paths`` (``rerun``, ``temperature``: see the module doc)."""
+    runs, sweeps = collect(paths, rerun, temperature)
     sections: list[tuple[str, str, str]] = []
     if runs:
         sections += [
@@ -566,10 +554,13 @@ def _footer(runs: list[Run]) -> str:
     return e(made + ". Self-contained: the figures are embedded, nothing is fetched.")
 
 
-def write_html(paths: list[Path] | Path, out_file: Path) -> Path:
-    """Write the report of run/sweep directories ``paths`` to ``out_file`` (atomically)."""
+def write_html(
+    paths: list[Path] | Path, out_file: Path, rerun: Rerun | None = None, temperature: Temperature | None = None
+) -> Path:
+    """Write the report of run/sweep directories ``paths`` to ``out_file`` (atomically); ``rerun`` and
+    ``temperature`` supply what the files lack (see the module doc)."""
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
-    page = build_html([Path(p) for p in paths])
+    page = build_html([Path(p) for p in paths], rerun, temperature)
     out_file = Path(out_file)
     atomic_write(out_file, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
     return out_file

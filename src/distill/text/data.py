@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from distill.artifacts import atomic_write
 from distill.errors import DataError
 
 
@@ -290,8 +291,6 @@ def tokenize_cached(
         else:
             ids = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
         if path is not None:
-            from distill.artifacts import atomic_write
-
             lengths = torch.tensor([0] + [len(s) for s in ids]).cumsum(0)
             flat_t = torch.tensor([i for s in ids for i in s], dtype=torch.int64)
             atomic_write(path, lambda tmp: save_file({"ids": flat_t, "offsets": lengths}, tmp))

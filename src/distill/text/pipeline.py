@@ -19,11 +19,15 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from distill.artifacts import atomic_write
+from distill.artifacts import atomic_write, load_model, versions, write_manifest
+from distill.distillers.base import method_temperature
 from distill.engine.cache import hash_tensors, model_hash
+from distill.engine.callbacks import MetricsLogger
 from distill.engine.trainer import OptimSettings, Trainer
 from distill.errors import ConfigError
 from distill.report.bench import count_params, torch_threads
+from distill.report.html import save_predictions, write_html
+from distill.report.markdown import write_reports
 from distill.report.metrics import classification_metrics, predict
 from distill.text.augment import TransferAugment
 from distill.text.data import TextData, TextDataModule, load_text_files, rotten_tomatoes
@@ -39,6 +43,9 @@ from distill.text.models import (
     minilm_path,
     outputs_in_place,
 )
+from distill.text.saving import save_text_model
+from distill.trust import verify_model
+from distill.workflow import rundir
 
 
 @dataclass
@@ -107,8 +114,6 @@ def verify_teacher(spec: dict[str, Any]) -> None:
         if value is not None and not isinstance(value, str | Path):
             raise ConfigError(f"teacher.{name} must be a path, got {type(value).__name__} {value!r}")
     if checkpoint and key is not None:
-        from distill.trust import verify_model
-
         verify_model(Path(checkpoint), key)
 
 
@@ -118,8 +123,6 @@ def get_teacher(
     """The teacher: a saved distill teacher (``teacher.checkpoint``, sha256 and, with ``public_key``, signature
     checked), a fine-tuned classifier from the cache, or fine-tuned now (``teacher.finetune: true``)."""
     if recipe.teacher.get("checkpoint"):
-        from distill.artifacts import load_model
-
         teacher, spec = load_model(Path(recipe.teacher["checkpoint"]), public_key=recipe.teacher.get("public_key"))
         if spec.get("task") != "text" or not isinstance(teacher, HFClassifier):
             raise ConfigError(f"{recipe.teacher['checkpoint']} is not a saved transformer text teacher")
@@ -282,8 +285,6 @@ def text_inputs(recipe: TextRecipe) -> list[tuple[str, str | Path | None]]:
 
 
 def _prepare_out(out: Path, overwrite: bool, inputs: Sequence[tuple[str, str | Path | None]]) -> None:
-    from distill.workflow import rundir
-
     rundir.prepare(out, kind="text", overwrite=overwrite, inputs=inputs)
 
 
@@ -304,12 +305,6 @@ def run(
     and only when distill made it and none of ``inputs`` (besides the recipe's own) lies in it. With
     ``teacher.public_key``, a saved teacher's signature is verified first, before anything of it is read.
     """
-    from distill.artifacts import versions, write_manifest
-    from distill.engine.callbacks import MetricsLogger
-    from distill.report.html import save_predictions, write_html
-    from distill.report.markdown import write_reports
-    from distill.text.saving import save_text_model
-
     t_start = time.perf_counter()
     # a saved teacher's signature is checked before its tokenizer (or anything else of it) is read and before out
     # is created: a tampered file anywhere in the teacher's directory leaves nothing behind
@@ -380,7 +375,7 @@ def run(
     report = text_report(recipe, data, dm, t_row, rows, seq, time.perf_counter() - t_start, versions())
     if out is not None:
         write_reports(out, report)
-        write_html([out], out / "report.html")
+        write_html([out], out / "report.html", temperature=method_temperature)
         write_manifest(out, {"kind": "text-run"})
     return report
 

@@ -2,9 +2,9 @@
 
 The spec names the architecture without pickle or remote code: a Hugging Face model by its configuration
 (``config.to_dict()``, rebuilt with ``AutoConfig.for_model`` and ``from_config``: nothing is downloaded), a
-TextCNN or BiLSTM by its constructor arguments. :func:`distill.artifacts.load_model` hands specs with
-``task: text`` to :func:`text_model_from_spec`, so ``distill evaluate``, ``sign``/``verify`` and the model
-registry treat text models like image ones.
+TextCNN or BiLSTM by its constructor arguments. This module registers the ``text`` model format, so
+:func:`distill.artifacts.load_model` hands specs with ``task: text`` to :func:`text_model_from_spec`, and
+``distill evaluate``, ``sign``/``verify`` and the model registry treat text models like image ones.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 from torch import nn
 
-from distill.artifacts import save_model
+from distill.artifacts import load_weights, register_format, save_model
 from distill.errors import CheckpointError
 from distill.text.models import BiLSTMClassifier, HFClassifier, TextCNN, offline
 
@@ -60,3 +60,12 @@ def text_model_from_spec(spec: dict[str, Any]) -> nn.Module:
     if kind in SMALL:
         return SMALL[kind](**spec["kwargs"])
     raise CheckpointError(f"unknown text model kind {kind!r}; expected 'hf', {', '.join(map(repr, SMALL))}")
+
+
+def _load_format(directory: Path, spec: dict[str, Any], device: Any) -> nn.Module:
+    model = text_model_from_spec(spec)
+    load_weights(model, Path(directory) / "model.safetensors", what=f"text model {spec.get('model')} ({directory})")
+    return model.to(device)
+
+
+register_format("text", _load_format)  # load_model of a model.json with task: text

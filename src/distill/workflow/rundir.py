@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from distill import __version__
 from distill.errors import DistillError
 
 MARKER = ".distill-run.json"
@@ -218,8 +219,6 @@ def replace_with(out: str | Path, staged: str | Path) -> None:
 
 def write_marker(directory: str | Path, kind: str) -> Path:
     """Write the marker of a ``kind`` directory into ``directory``."""
-    from distill import __version__
-
     path = Path(directory) / MARKER
     created = datetime.now(UTC).isoformat(timespec="seconds")
     path.write_text(json.dumps({"kind": kind, "created": created, "distill": __version__}, indent=2) + "\n")
