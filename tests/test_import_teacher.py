@@ -237,21 +237,27 @@ def test_torchvision_architecture_with_its_weights(tmp_path, capsys):
 
     torch.manual_seed(0)
     tv = torchvision.models.get_model("squeezenet1_1", weights=None, num_classes=4).eval()
-    torch.save(tv.state_dict(), tmp_path / "sq.pth")
-    args = ["import", "--torchvision", "squeezenet1_1", "--weights", str(tmp_path / "sq.pth"), "--num-classes", "4",
-            "--input-shape", "3,64,64", "--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225",
-            "--out", str(tmp_path / "tv")]  # fmt: skip
-    assert main(args) == 0
-    model, spec = load_model(tmp_path / "tv")
-    assert spec["model"] == "torchvision:squeezenet1_1"
-    x = torch.randn(2, 3, 64, 64)
-    with torch.no_grad():
-        torch.testing.assert_close(model.eval()(x), tv(x))
-    capsys.readouterr()
-    args[args.index("--num-classes") + 1] = "10"
-    args[-1] = str(tmp_path / "tv10")
-    assert main(args) == 2
+    args = ["--torchvision", "squeezenet1_1", "--input-shape", "3,64,64", "--mean", "0.485,0.456,0.406",
+            "--std", "0.229,0.224,0.225"]  # fmt: skip
+    imports_with_its_weights(tmp_path, capsys, tv, args, "torchvision:squeezenet1_1")
     one_error(capsys, "classifier.1.weight (4, 512, 1, 1) in file vs (10, 512, 1, 1) in model")
+
+
+def imports_with_its_weights(tmp_path, capsys, net: torch.nn.Module, args: list[str], name: str) -> None:
+    """``distill import ARGS --weights`` of ``net``'s 4-class state dict reloads as ``name`` with ``net``'s outputs;
+    the same weights for 10 classes are refused (exit 2; the caller checks the one error line)."""
+    torch.save(net.state_dict(), tmp_path / "net.pth")
+    shape = tuple(int(d) for d in args[args.index("--input-shape") + 1].split(","))
+    command = ["import", *args, "--weights", str(tmp_path / "net.pth"), "--num-classes", "4", "--out"]
+    assert main([*command, str(tmp_path / "out")]) == 0
+    model, spec = load_model(tmp_path / "out")
+    assert spec["model"] == name
+    x = torch.randn(2, *shape)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x), net(x))
+    capsys.readouterr()
+    command[command.index("--num-classes") + 1] = "10"
+    assert main([*command, str(tmp_path / "out10")]) == 2
 
 
 def onnx_bytes(weight: np.ndarray, bias: np.ndarray, dynamic: bool = False) -> bytes:
@@ -403,18 +409,6 @@ def test_timm_architecture_with_its_weights(tmp_path, capsys):
     timm = pytest.importorskip("timm")
     torch.manual_seed(0)
     net = timm.create_model("resnet10t", pretrained=False, num_classes=4).eval()
-    torch.save(net.state_dict(), tmp_path / "r10.pth")
-    args = ["import", "--timm", "resnet10t", "--weights", str(tmp_path / "r10.pth"), "--num-classes", "4",
-            "--input-shape", "3,32,32", "--mean", "0.5,0.5,0.5", "--std", "0.5,0.5,0.5",
-            "--out", str(tmp_path / "t")]  # fmt: skip
-    assert main(args) == 0
-    model, spec = load_model(tmp_path / "t")
-    assert spec["model"] == "timm:resnet10t"
-    x = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
-        torch.testing.assert_close(model.eval()(x), net(x))
-    capsys.readouterr()
-    args[args.index("--num-classes") + 1] = "10"
-    args[-1] = str(tmp_path / "t10")
-    assert main(args) == 2
+    args = ["--timm", "resnet10t", "--input-shape", "3,32,32", "--mean", "0.5,0.5,0.5", "--std", "0.5,0.5,0.5"]
+    imports_with_its_weights(tmp_path, capsys, net, args, "timm:resnet10t")
     one_error(capsys, "fc.weight (4, 512) in file vs (10, 512) in model")

@@ -11,8 +11,6 @@ Needs ``onnx`` and ``onnxruntime`` (and ``onnxscript`` for the default exporter)
 from __future__ import annotations
 
 import logging
-import statistics
-import time
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -23,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from distill.errors import ConfigError, DistillError
+from distill.report.bench import time_ms
 
 EXPORTERS = ("dynamo", "torchscript")
 FLOAT_ATOL = 1e-4  # max |onnxruntime - PyTorch| on real inputs for a float model
@@ -142,17 +141,11 @@ def ort_latency_ms(
     warmup: int = 3,
     threads: int | None = None,
 ) -> float:
-    """Median onnxruntime CPU milliseconds for one ``batch_size`` batch."""
+    """Median onnxruntime CPU milliseconds for one ``batch_size`` batch (:func:`~distill.report.bench.time_ms`:
+    ``warmup`` runs, then at least ``repeats`` timed blocks; ``threads`` are the session's, torch's are left as set)."""
     sess = session(path, threads)
     x = np.random.default_rng(0).standard_normal((batch_size, *input_shape), dtype=np.float32)
-    for _ in range(warmup):
-        ort_run(sess, x)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        ort_run(sess, x)
-        times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
+    return time_ms(lambda: ort_run(sess, x), repeats, warmup, min_seconds=0.0)
 
 
 def quantize_onnx(float_path: str | Path, out_path: str | Path, calibration: Iterable[Tensor]) -> Path:

@@ -34,7 +34,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from distill.artifacts import MODEL_FORMAT, atomic_write, register_format, sha256_file, write_json
-from distill.compress.prune import build_from_spec, read_spec
+from distill.compress.patch import build_from_spec, read_spec
 from distill.errors import CheckpointError, ConfigError, DistillError
 
 MODES = ("static", "dynamic", "qat")

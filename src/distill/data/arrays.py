@@ -126,9 +126,12 @@ def _rows_to_images(pixels: np.ndarray, channels: int, order: str, where: str) -
 
 
 def _split(
-    name: str, x: Tensor, y: Tensor, xt: Tensor | None, yt: Tensor | None, classes: list[str], frac: float, seed: int,
-    hflip: bool, crop_padding: int, source: str,
+    name: str, x: Tensor, y: Tensor, xt: Tensor | None, yt: Tensor | None, classes: list[str] | None,
+    found: list[str], frac: float, seed: int, hflip: bool, crop_padding: int, source: str,
 ) -> ImageData:  # fmt: skip
+    """The data set: the given test split, else a seeded stratified one; ``classes`` named by the user, else the
+    labels ``found``."""
+    classes = _names(classes, found, name.split(":")[0])
     if xt is None or yt is None:
         tr, te = stratified_split(y, frac, seed)
         x, y, xt, yt = x[tr], y[tr], x[te], y[te]
@@ -136,6 +139,12 @@ def _split(
         raise DataError(f"{name}: test images are {tuple(xt.shape[1:])} but training images {tuple(x.shape[1:])}")
     mean, std = channel_stats(x)
     return ImageData(name, x, y, xt, yt, classes, mean, std, hflip, crop_padding, meta={"source": source})
+
+
+def _source_file(file: str | None, missing: str) -> Path:
+    if not file:
+        raise ConfigError(missing)
+    return Path(file).expanduser()
 
 
 def _names(classes: list[str] | None, found: list[str], where: str) -> list[str]:
@@ -163,14 +172,11 @@ def image_csv(
     crop_padding: int = 2,
 ) -> ImageData:
     """A CSV of images, one a row: label + pixel columns (see the module doc)."""
-    file = path or root
-    if not file:
-        raise ConfigError("image_csv: needs path=FILE.csv (label + pixel columns, one image a row)")
+    p = _source_file(path or root, "image_csv: needs path=FILE.csv (label + pixel columns, one image a row)")
     if pixel_order not in ("hwc", "chw"):
         raise ConfigError(f"image_csv: pixel_order must be 'hwc' or 'chw', got {pixel_order!r}")
     if channels < 1:
         raise ConfigError(f"image_csv: channels must be >= 1, got {channels}")
-    p = Path(file).expanduser()
     pixels, labels = _read_csv(p, label_column, header)
     x = to_uint8_images(_rows_to_images(pixels, channels, pixel_order, f"image_csv: {p}"), str(p))
     xt = lt = None
@@ -179,9 +185,8 @@ def image_csv(
         tpix, lt = _read_csv(tp, label_column, header)
         xt = to_uint8_images(_rows_to_images(tpix, channels, pixel_order, f"image_csv: {tp}"), str(tp))
     y, yt, found = encode_labels(labels, lt if lt is not None else labels[:0], f"image_csv: {p}")
-    names = _names(classes, found, "image_csv")
-    return _split(f"image_csv:{p.stem}", x, y, xt, yt if xt is not None else None, names, test_fraction, seed,
-                  hflip, crop_padding, str(p))  # fmt: skip
+    return _split(f"image_csv:{p.stem}", x, y, xt, yt if xt is not None else None, classes, found, test_fraction,
+                  seed, hflip, crop_padding, str(p))  # fmt: skip
 
 
 def _load_npy(p: Path, where: str) -> Any:
@@ -210,10 +215,7 @@ def arrays(
     crop_padding: int = 2,
 ) -> ImageData:
     """Images and labels from ``.npz`` / ``.npy`` files (see the module doc)."""
-    file = path or root
-    if not file:
-        raise ConfigError("arrays: needs path=FILE.npz (x, y) or path=IMAGES.npy with labels=LABELS.npy")
-    p = Path(file).expanduser()
+    p = _source_file(path or root, "arrays: needs path=FILE.npz (x, y) or path=IMAGES.npy with labels=LABELS.npy")
 
     def read(img: Path, lab: str | None) -> dict[str, np.ndarray]:
         obj = _load_npy(img, "arrays")
@@ -240,5 +242,5 @@ def arrays(
     xs = to_uint8_images(x, str(p))
     xts = to_uint8_images(xt, str(p)) if xt is not None else None
     ys, yts, names = encode_labels(y, yt if yt is not None else y[:0], str(p))
-    return _split(f"arrays:{p.stem}", xs, ys, xts, yts if xts is not None else None,
-                  _names(classes, names, "arrays"), test_fraction, seed, hflip, crop_padding, str(p))  # fmt: skip
+    return _split(f"arrays:{p.stem}", xs, ys, xts, yts if xts is not None else None, classes, names, test_fraction,
+                  seed, hflip, crop_padding, str(p))  # fmt: skip

@@ -169,4 +169,4 @@ def dataset_names() -> list[str]:
 
 
 def _load_builtin() -> None:
-    from distill.data import arrays, tabular, vision  # noqa: F401  (registers the sources)
+    from distill.data import arrays, folder, tabular, vision  # noqa: F401  (registers the sources)

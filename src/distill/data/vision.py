@@ -3,7 +3,7 @@
 Each is registered in :data:`~distill.data.base.DATASETS` as ``load(root=None, download=False, **options)`` and
 returns an :class:`~distill.data.base.ImageData` with everything decoded into memory once, so training never touches
 files or PIL. Sources that ship without a test split (image folder without ``train/``/``test/``, digits) get a
-seeded stratified one.
+seeded stratified one; those two live in :mod:`distill.data.folder`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from distill.data import synthetic  # noqa: F401  (registers "synthetic")
@@ -306,122 +305,4 @@ def cifar100(root: str | None = None, download: bool = False, **kw: Any) -> Imag
     _no_options("cifar100", kw, "root, download")
     return _cifar(
         "cifar100", "CIFAR100", "cifar-100-python", root, download, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
-    )
-
-
-def _scan_classes(folder: Path) -> dict[str, list[Path]]:
-    return {
-        d.name: sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
-        for d in sorted(folder.iterdir())
-        if d.is_dir() and not d.name.startswith(".")
-    }
-
-
-def _read_images(paths: list[Path], size: int, grayscale: bool) -> Tensor:
-    from PIL import Image
-
-    out = np.empty((len(paths), size, size, 1 if grayscale else 3), dtype=np.uint8)
-    for i, p in enumerate(paths):
-        try:
-            with Image.open(p) as im:
-                im = im.convert("L" if grayscale else "RGB").resize((size, size), Image.Resampling.BILINEAR)
-                out[i] = np.asarray(im).reshape(size, size, -1)
-        except OSError as e:
-            raise DataError(f"{p}: cannot read image ({e})") from e
-    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()  # (N, H, W, C) -> (N, C, H, W)
-
-
-@register_dataset("image_folder")
-def image_folder(
-    root: str | None = None,
-    download: bool = False,
-    image_size: int = 32,
-    grayscale: bool = False,
-    test_fraction: float = 0.2,
-    seed: int = 0,
-    hflip: bool = True,
-    crop_padding: int | None = None,
-    **kw: Any,
-) -> ImageData:
-    """``root/{train,test}/<class>/*.png|jpg`` or ``root/<class>/*`` (then split ``test_fraction`` per class).
-
-    Every image is decoded once, converted to RGB (or L) and resized to ``image_size`` square. ``crop_padding``
-    defaults to an eighth of the size.
-    """
-    _no_options("image_folder", kw, "root, image_size, grayscale, test_fraction, seed, hflip, crop_padding")
-    if not root:
-        raise ConfigError("image_folder: needs root=DIR with train/<class>/*.png (and test/<class>/...) or <class>/*")
-    base = Path(root).expanduser()
-    if not base.is_dir():
-        raise DataError(f"image_folder: {base} is not a directory")
-    split_dirs = [base / "train", next((base / d for d in ("test", "val") if (base / d).is_dir()), None)]
-    pool = _scan_classes(split_dirs[0] if split_dirs[0].is_dir() else base)
-    classes = [c for c, files in pool.items() if files]
-    if not classes:
-        raise DataError(f"image_folder: no images ({', '.join(IMAGE_EXTENSIONS)}) in class subfolders of {base}")
-    index = {c: i for i, c in enumerate(classes)}
-
-    def gather(tree: dict[str, list[Path]]) -> tuple[Tensor, Tensor]:
-        paths = [p for c in classes for p in tree.get(c, [])]
-        labels = torch.tensor([index[c] for c in classes for _ in tree.get(c, [])], dtype=torch.int64)
-        return _read_images(paths, image_size, grayscale), labels
-
-    x, y = gather(pool)
-    if split_dirs[0].is_dir() and split_dirs[1] is not None:
-        test_tree = _scan_classes(split_dirs[1])
-        if extra := sorted(c for c, f in test_tree.items() if f and c not in index):
-            raise DataError(f"image_folder: {split_dirs[1]} has classes not in train/: {', '.join(extra)}")
-        (x_train, y_train), (x_test, y_test) = (x, y), gather(test_tree)
-    else:
-        tr, te = stratified_split(y, test_fraction, seed)
-        x_train, y_train, x_test, y_test = x[tr], y[tr], x[te], y[te]
-    mean, std = channel_stats(x_train)
-    pad = image_size // 8 if crop_padding is None else crop_padding
-    return ImageData(
-        f"image_folder:{base.name}",
-        x_train,
-        y_train,
-        x_test,
-        y_test,
-        classes,
-        mean,
-        std,
-        hflip=hflip,
-        crop_padding=pad,
-        meta={"source": str(base)},
-    )
-
-
-@register_dataset("digits")
-def digits(
-    root: str | None = None,
-    download: bool = False,
-    size: int = 28,
-    test_fraction: float = 0.2,
-    seed: int = 0,
-    **kw: Any,
-) -> ImageData:
-    """scikit-learn's 1797 8x8 handwritten digits (0..16 scaled to 0..255), bilinearly resized to ``size``."""
-    _no_options("digits", kw, "size, test_fraction, seed")
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    x = torch.from_numpy(bunch.images).float().mul(255 / 16).unsqueeze(1)  # (N, 8, 8) -> (N, 1, 8, 8)
-    if size != 8:
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-    x = x.round().clamp(0, 255).to(torch.uint8)
-    y = torch.from_numpy(bunch.target).long()
-    tr, te = stratified_split(y, test_fraction, seed)
-    mean, std = channel_stats(x[tr])
-    return ImageData(
-        "digits",
-        x[tr],
-        y[tr],
-        x[te],
-        y[te],
-        classes=[str(i) for i in range(10)],
-        mean=mean,
-        std=std,
-        hflip=False,
-        crop_padding=2,
     )

@@ -47,31 +47,35 @@ always run the teacher.
 
 from __future__ import annotations
 
-import copy
-import hashlib
 import json
-import math
 import os
 import shutil
 import sys
-from collections import Counter
-from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, fx, nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from distill.data.augment import AugmentSpec, Views, apply_views, normalize, sample_views
 from distill.engine import distributed as D
+from distill.engine.cache_format import (  # the format and the hashes (also importable from here, as before)
+    FORMAT,
+    _open_arrays,
+    _verify,
+    cache_key,
+    compress_topk,
+    hash_tensors,
+    model_hash,
+    reconstruct_topk,
+)
+from distill.engine.inference import _Forward, fold_batchnorm, inference_copy  # noqa: F401
 from distill.errors import ConfigError, DistillError
+from distill.io import sha256_file
 from distill.settings import MODES, CacheSettings  # noqa: F401  (re-exported)
 
-FORMAT = 1
 # Images per teacher forward pass when the cache is built on the CPU. A small batch's activations stay in the
 # processor's caches and in the allocator's reused memory; at 1024 every activation of the demo's CNN teacher was a
 # fresh mapping page-faulted in (system time as large as the compute), and it ran at about half the speed per image.
@@ -80,63 +84,6 @@ CPU_FORWARD_BATCH = 128
 
 class CacheError(DistillError):
     """A cache directory is missing, truncated or does not match its key."""
-
-
-def hash_tensors(named: Iterable[tuple[str, Tensor]], h: Any = None) -> str:
-    """sha256 over (name, dtype, shape, bytes) of each tensor, in the order given."""
-    h = h or hashlib.sha256()
-    for name, t in named:
-        t = t.detach().cpu().contiguous().reshape(-1)
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
-
-
-def model_hash(model: nn.Module) -> str:
-    """sha256 of a model's weights and buffers (its ``state_dict``)."""
-    return hash_tensors(model.state_dict().items())
-
-
-def cache_key(
-    teacher_sha: str, data_sha: str, spec: AugmentSpec, views: int, seed: int, topk: int | None, norm: Any
-) -> str:
-    desc = {
-        "format": FORMAT,
-        "teacher": teacher_sha,
-        "data": data_sha,
-        "augment": {"crop_padding": spec.crop_padding, "hflip": spec.hflip},
-        "views": views,
-        "seed": seed,
-        "topk": topk,
-        "normalize": norm,
-    }
-    return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def reconstruct_topk(values: Tensor, indices: Tensor, tail: Tensor, num_classes: int) -> Tensor:
-    """Full ``(B, C)`` float32 logits from the top-k logits ``(B, k)``, their class ``indices`` and the tail logit."""
-    out = tail.float()[:, None].expand(-1, num_classes).clone()
-    return out.scatter_(1, indices.long(), values.float())
-
-
-def compress_topk(logits: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
-    """``(values, indices, tail)`` of ``(B, C)`` logits: the k largest and the log-mean-exp of the rest."""
-    z = logits.float()
-    c = z.shape[1]
-    values, indices = z.topk(k, dim=1)
-    if k >= c:
-        return values, indices, torch.full((len(z),), -math.inf)
-    rest = z.scatter(1, indices, -math.inf)  # top-k classes masked out
-    tail = torch.logsumexp(rest, dim=1) - math.log(c - k)
-    return values, indices, tail
 
 
 class TeacherCache:
@@ -232,80 +179,6 @@ class TeacherCache:
         return cls(path, meta)
 
 
-def _verify(path: Path, key: str, checksums: bool = True) -> dict[str, Any] | None:
-    """The cache's metadata when every file is present with its size and (``checksums``) its sha256, else None."""
-    try:
-        meta = json.loads((path / "meta.json").read_text())
-        if meta.get("key") != key or meta.get("format") != FORMAT:
-            return None
-        for name, digest in meta["files"].items():
-            f = path / f"{name}.npy"
-            if f.stat().st_size != meta["sizes"][name] or (checksums and _sha256_file(f) != digest):
-                return None
-        return meta
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-_CONV_BN = {nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d, nn.Conv3d: nn.BatchNorm3d}
-
-
-def fold_batchnorm(model: nn.Module) -> fx.GraphModule | None:
-    """``model`` (in eval mode) traced with torch.fx, each BatchNorm that only follows a convolution folded into it.
-
-    Saves a pass over every such activation. None when the model cannot be traced or has no such pair. ``model``
-    itself is not changed (the folded convolutions are new modules; the others are shared with it).
-    """
-    try:
-        gm = fx.symbolic_trace(model)
-    except Exception:  # data-dependent control flow and the like: run the model as it is
-        return None
-    modules = dict(gm.named_modules())
-    calls = Counter(node.target for node in gm.graph.nodes if node.op == "call_module")
-    folded = 0
-    for node in list(gm.graph.nodes):
-        if node.op != "call_module" or len(node.args) != 1 or node.kwargs:
-            continue
-        prev, bn = node.args[0], modules[node.target]
-        if not isinstance(prev, fx.Node) or prev.op != "call_module" or len(prev.users) != 1:
-            continue
-        conv = modules[prev.target]
-        if _CONV_BN.get(type(conv)) is not type(bn) or not bn.track_running_stats or bn.running_mean is None:
-            continue
-        if calls[prev.target] != 1 or calls[node.target] != 1 or conv.training or bn.training:
-            continue  # a module called twice, or one in training mode, is left alone
-        gm.add_submodule(prev.target, fuse_conv_bn_eval(conv, bn))
-        node.replace_all_uses_with(prev)
-        gm.graph.erase_node(node)
-        folded += 1
-    if not folded:
-        return None
-    gm.graph.lint()
-    gm.recompile()
-    gm.delete_all_unused_submodules()
-    return gm
-
-
-def inference_copy(teacher: nn.Module, probe: Tensor, channels_last: bool = False) -> nn.Module:
-    """A private eval-mode copy of ``teacher`` for the build: BatchNorm folded into the convolutions when the folded
-    model's outputs on ``probe`` match the original's to float rounding, weights in channels_last when asked.
-
-    A channels_last input goes with channels_last weights: on the CPU a channels_last input to contiguous weights is
-    the slowest combination. ``teacher`` itself is left as it was.
-    """
-    try:
-        model = copy.deepcopy(teacher).eval()
-    except Exception:  # an un-copyable module: run the teacher itself, as it is (the caller restores its mode)
-        return teacher.eval()
-    folded = fold_batchnorm(model)
-    if folded is not None:
-        with torch.inference_mode():
-            want, got = model(probe).float(), folded(probe).float()
-        if torch.allclose(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()) + 1e-6):
-            model = folded
-    return model.to(memory_format=torch.channels_last) if channels_last else model
-
-
 def _compute(
     teacher: nn.Module,
     x_train: Tensor,
@@ -380,7 +253,7 @@ def _compute(
         arr.flush()
     del out
     names = ["views", *(["values", "indices", "tail"] if topk else ["logits"])]
-    files = {name: _sha256_file(tmp / f"{name}.npy") for name in names}
+    files = {name: sha256_file(tmp / f"{name}.npy") for name in names}
     sizes = {name: (tmp / f"{name}.npy").stat().st_size for name in names}
     meta = {
         "format": FORMAT,
@@ -415,52 +288,6 @@ def _cpu_streams(threads: int, forward_batch: int) -> int:
     """
     cap = max(1, min(threads, forward_batch // 32))
     return max(s for s in range(1, cap + 1) if threads % s == 0)
-
-
-class _Forward:
-    """``model`` over a block of inputs in forward batches of ``forward_batch``; with ``streams > 1`` every batch is
-    split over that many threads, each running its part with ``threads / streams`` torch threads (restored after).
-    """
-
-    def __init__(self, model: nn.Module, forward_batch: int, streams: int, fmt: torch.memory_format) -> None:
-        self.model, self.fmt, self.streams = model, fmt, streams
-        self.size = -(-forward_batch // streams)
-        self.pool: ThreadPoolExecutor | None = None
-        self.threads = torch.get_num_threads()
-
-    def __enter__(self) -> _Forward:
-        if self.streams > 1:
-            torch.set_num_threads(max(1, self.threads // self.streams))
-            self.pool = ThreadPoolExecutor(self.streams, thread_name_prefix="teacher-cache")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
-            torch.set_num_threads(self.threads)
-
-    def _one(self, x: Tensor) -> Tensor:
-        with torch.inference_mode():  # grad mode is per thread: set it in the stream's own thread
-            return self.model(x.contiguous(memory_format=self.fmt))
-
-    def __call__(self, x: Tensor) -> Tensor:
-        parts = x.split(self.size)
-        outs = list(self.pool.map(self._one, parts)) if self.pool else [self._one(p) for p in parts]
-        return torch.cat(outs).float().cpu()
-
-
-def _open_arrays(tmp: Path, k: int, n: int, c: int, topk: int | None) -> dict[str, np.ndarray]:
-    def mm(name: str, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
-        return np.lib.format.open_memmap(tmp / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
-
-    if not topk:
-        return {"logits": mm("logits", np.float16, (k, n, c))}
-    kk = min(topk, c)
-    return {
-        "values": mm("values", np.float16, (k, n, kk)),
-        "indices": mm("indices", np.int16 if c < 2**15 else np.int32, (k, n, kk)),
-        "tail": mm("tail", np.float16, (k, n)),
-    }
 
 
 def open_cache(

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import statistics
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +23,13 @@ from distill.engine.cache import hash_tensors, model_hash
 from distill.engine.callbacks import MetricsLogger
 from distill.engine.trainer import OptimSettings, Trainer
 from distill.errors import ConfigError
-from distill.report.bench import count_params, torch_threads
+from distill.report.bench import count_params
 from distill.report.html import save_predictions, write_html
 from distill.report.markdown import write_reports
 from distill.report.metrics import classification_metrics, predict
-from distill.text.augment import TransferAugment
 from distill.text.data import TextData, TextDataModule, load_text_files, rotten_tomatoes
-from distill.text.distillers import TEXT_DISTILLERS, build_text_distiller
+from distill.text.distillers import build_text_distiller
+from distill.text.latency import paired_latency, text_latency_ms, timed
 from distill.text.models import (
     BiLSTMClassifier,
     HFClassifier,
@@ -40,39 +38,33 @@ from distill.text.models import (
     layer_student,
     load_hf_classifier,
     load_tokenizer,
-    minilm_path,
     outputs_in_place,
 )
+from distill.text.recipe import TEACHER_KEYS, TextRecipe, check_students, teacher_dir, text_inputs, verify_teacher
 from distill.text.saving import save_text_model
-from distill.trust import verify_model
 from distill.workflow import rundir
 
-
-@dataclass
-class TextRecipe:
-    """What ``configs/text.yaml`` holds (strict keys)."""
-
-    seed: int = 0
-    data: dict[str, Any] = field(default_factory=lambda: {"name": "rotten_tomatoes"})
-    max_length: int = 64
-    batch_size: int = 32
-    teacher: dict[str, Any] = field(default_factory=lambda: {"model": "minilm"})
-    teacher_train: dict[str, Any] = field(
-        default_factory=lambda: {"epochs": 1, "optimizer": "adamw", "lr": 5e-5, "weight_decay": 0.01}
-    )
-    students: list[dict[str, Any]] = field(default_factory=list)
-    train: dict[str, Any] = field(default_factory=lambda: {"epochs": 2, "optimizer": "adamw", "lr": 1e-4})
-    task: str = "text"  # what tells `distill run/train/distill` that this is a text recipe
-    cache_dir: str = "benchmarks/cache"
-    threads: int | None = None
-    transfer: dict[str, Any] = field(default_factory=dict)  # TransferAugment settings for students with transfer
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> TextRecipe:
-        unknown = sorted(set(raw) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ConfigError(f"unknown recipe key(s) {unknown}; expected {sorted(cls.__dataclass_fields__)}")
-        return cls(**raw)
+# the recipe lives in distill.text.recipe, the latency timers in distill.text.latency; importable from here as before
+__all__ = [
+    "TEACHER_KEYS",
+    "TextRecipe",
+    "build_student",
+    "check_students",
+    "evaluate",
+    "fit",
+    "get_teacher",
+    "load_data",
+    "paired_latency",
+    "predict_split",
+    "run",
+    "teacher_dir",
+    "teacher_logits",
+    "text_inputs",
+    "text_latency_ms",
+    "text_report",
+    "timed",
+    "verify_teacher",
+]
 
 
 def load_data(spec: dict[str, Any], seed: int) -> TextData:
@@ -83,38 +75,6 @@ def load_data(spec: dict[str, Any], seed: int) -> TextData:
     if name == "files":
         return load_text_files(seed=seed, **spec)
     raise ConfigError(f"unknown text data {name!r}; expected 'rotten_tomatoes' or 'files' (train=..., test=...)")
-
-
-TEACHER_KEYS = ("model", "finetune", "checkpoint", "public_key")
-
-
-def teacher_dir(spec: dict[str, Any]) -> Path:
-    """The directory the tokenizer comes from: a saved distill teacher's ``tokenizer/``, or the HF model folder."""
-    unknown = sorted(set(spec) - set(TEACHER_KEYS))
-    if unknown:
-        raise ConfigError(f"unknown teacher key(s) {unknown}; expected {list(TEACHER_KEYS)}")
-    if spec.get("checkpoint"):
-        return Path(spec["checkpoint"]) / "tokenizer"
-    model = spec.get("model", "minilm")
-    return minilm_path() if model == "minilm" else Path(model)
-
-
-def verify_teacher(spec: dict[str, Any]) -> None:
-    """Check the teacher settings before anything of the teacher is read: unknown keys, and, with ``public_key``
-    and ``checkpoint``, the signature of the saved teacher's whole directory (``tokenizer/`` included).
-
-    ``public_key`` without ``checkpoint`` checks nothing: the teacher is then fine-tuned (or loaded from a Hugging
-    Face folder), as in an image recipe whose teacher is trained.
-    """
-    if not isinstance(spec, dict):
-        raise ConfigError(f"teacher must be a mapping (model, finetune, checkpoint, public_key), got {spec!r}")
-    teacher_dir(spec)  # refuses unknown keys
-    checkpoint, key = spec.get("checkpoint"), spec.get("public_key")
-    for name, value in (("checkpoint", checkpoint), ("public_key", key)):
-        if value is not None and not isinstance(value, str | Path):
-            raise ConfigError(f"teacher.{name} must be a path, got {type(value).__name__} {value!r}")
-    if checkpoint and key is not None:
-        verify_model(Path(checkpoint), key)
 
 
 def get_teacher(
@@ -222,66 +182,9 @@ def build_student(spec: dict[str, Any], teacher: HFClassifier, num_classes: int)
     return init_from_teacher_embeddings(model, teacher) if init == "pca" else model
 
 
-@torch.inference_mode()
-def text_latency_ms(
-    model: nn.Module, seq_len: int, batch_size: int, vocab: int, repeats: int = 20, warmup: int = 3, threads: int = 0
-) -> float:
-    """Median CPU milliseconds of one forward of a ``batch_size × seq_len`` batch of token ids."""
-    model = model.eval().cpu()
-    g = torch.Generator().manual_seed(0)
-    low = 1000 if vocab > 2000 else 1  # past BERT's special and unused ids when the vocabulary has them
-    ids = torch.randint(low, vocab, (batch_size, seq_len), generator=g)
-    mask = torch.ones_like(ids)
-    with torch_threads(threads or None):
-        for _ in range(warmup):
-            model(ids, mask)
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            model(ids, mask)
-            times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
-
-
-def timed(model: nn.Module, seq_len: int, vocab: int, threads: int = 0) -> Callable[[int, int], float]:
-    """``(batch_size, repeats) -> ms``: :func:`text_latency_ms` of ``model`` at ``seq_len`` tokens."""
-    return lambda bs, n: text_latency_ms(model, seq_len, bs, vocab, n, threads=threads)
-
-
-def paired_latency(
-    teacher: Callable[[int, int], float],
-    student: Callable[[int, int], float],
-    batch_sizes: Sequence[int] = (1, 32),
-    rounds: int = 5,
-    repeats: int = 10,
-) -> dict[str, float]:
-    """A student's latency and speed-up, timed in alternating rounds with the teacher so that both see the same
-    load of a shared machine: per batch size the median latencies and the median of the per-round ratios."""
-    out: dict[str, float] = {}
-    for bs in batch_sizes:
-        pairs = [(teacher(bs, repeats), student(bs, repeats)) for _ in range(rounds)]
-        out[f"latency_ms_b{bs}"] = statistics.median(s for _, s in pairs)
-        out[f"teacher_latency_ms_b{bs}"] = statistics.median(t for t, _ in pairs)
-        out[f"speedup_b{bs}"] = statistics.median(t / s for t, s in pairs)
-    return out
-
-
 def evaluate(model: nn.Module, dm: TextDataModule, split: str = "test", teacher_logits: Any = None) -> dict:
     logits, y = predict(model, dm.eval_batches(split))
     return classification_metrics(logits, y, teacher_logits)
-
-
-def text_inputs(recipe: TextRecipe) -> list[tuple[str, str | Path | None]]:
-    """What a text run reads (teacher, key, data files, cache): ``--overwrite`` must never delete them."""
-    t, d = recipe.teacher, recipe.data
-    model = t.get("model", "minilm")
-    return [
-        ("the teacher", t.get("checkpoint")),
-        ("the public key", t.get("public_key")),
-        ("the teacher model", model if isinstance(model, str) and model != "minilm" else None),
-        *((f"the data file ({k})", d[k]) for k in ("path", "train", "test") if isinstance(d.get(k), str)),
-        ("the cache", recipe.cache_dir),
-    ]
 
 
 def _prepare_out(out: Path, overwrite: bool, inputs: Sequence[tuple[str, str | Path | None]]) -> None:
@@ -378,31 +281,6 @@ def run(
         write_html([out], out / "report.html", temperature=method_temperature)
         write_manifest(out, {"kind": "text-run"})
     return report
-
-
-def check_students(recipe: TextRecipe) -> tuple[list[str], TransferAugment | None]:
-    """The students' names and the transfer-set settings (when a student asks for it); refuses a bad recipe."""
-    for s in recipe.students:
-        unknown = sorted(set(s) - {"name", "student", "method", "params", "transfer", "train"})
-        if unknown or not isinstance(s.get("student"), dict):
-            raise ConfigError(
-                f"a student needs 'student: {{model: ...}}' and takes name, method, params, transfer, train; "
-                f"got {sorted(s)}"
-            )
-        try:  # unknown or bad training settings fail here, not after the teacher's fine-tuning
-            OptimSettings(**{**recipe.train, **s.get("train", {})})
-        except TypeError as e:
-            raise ConfigError(f"student {s.get('name', '?')!r}: bad train settings ({e})") from e
-        kind = s["student"].get("model")
-        if kind not in ("layers", "cnn", "bilstm"):
-            raise ConfigError(f"unknown text student {kind!r}; expected 'layers', 'cnn' or 'bilstm'")
-        TEXT_DISTILLERS.get(s.get("method", "text_kd"))  # an unknown method lists the known ones
-    names = [s.get("name", s.get("method", "text_kd")) for s in recipe.students]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"student names must be unique, got {names}")
-    if not any(s.get("transfer") for s in recipe.students):
-        return names, None
-    return names, TransferAugment.from_dict({"seed": recipe.seed, **recipe.transfer})
 
 
 def text_report(

@@ -1,0 +1,114 @@
+"""The text recipe (a plain mapping, see ``configs/text.yaml``): its sections, the teacher it names and what a run
+reads, and the check of its students before anything trains (see :mod:`distill.text.pipeline`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from distill.engine.trainer import OptimSettings
+from distill.errors import ConfigError
+from distill.text.augment import TransferAugment
+from distill.text.distillers import TEXT_DISTILLERS
+from distill.text.models import (
+    minilm_path,
+)
+from distill.trust import verify_model
+
+
+@dataclass
+class TextRecipe:
+    """What ``configs/text.yaml`` holds (strict keys)."""
+
+    seed: int = 0
+    data: dict[str, Any] = field(default_factory=lambda: {"name": "rotten_tomatoes"})
+    max_length: int = 64
+    batch_size: int = 32
+    teacher: dict[str, Any] = field(default_factory=lambda: {"model": "minilm"})
+    teacher_train: dict[str, Any] = field(
+        default_factory=lambda: {"epochs": 1, "optimizer": "adamw", "lr": 5e-5, "weight_decay": 0.01}
+    )
+    students: list[dict[str, Any]] = field(default_factory=list)
+    train: dict[str, Any] = field(default_factory=lambda: {"epochs": 2, "optimizer": "adamw", "lr": 1e-4})
+    task: str = "text"  # what tells `distill run/train/distill` that this is a text recipe
+    cache_dir: str = "benchmarks/cache"
+    threads: int | None = None
+    transfer: dict[str, Any] = field(default_factory=dict)  # TransferAugment settings for students with transfer
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> TextRecipe:
+        unknown = sorted(set(raw) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ConfigError(f"unknown recipe key(s) {unknown}; expected {sorted(cls.__dataclass_fields__)}")
+        return cls(**raw)
+
+
+TEACHER_KEYS = ("model", "finetune", "checkpoint", "public_key")
+
+
+def teacher_dir(spec: dict[str, Any]) -> Path:
+    """The directory the tokenizer comes from: a saved distill teacher's ``tokenizer/``, or the HF model folder."""
+    unknown = sorted(set(spec) - set(TEACHER_KEYS))
+    if unknown:
+        raise ConfigError(f"unknown teacher key(s) {unknown}; expected {list(TEACHER_KEYS)}")
+    if spec.get("checkpoint"):
+        return Path(spec["checkpoint"]) / "tokenizer"
+    model = spec.get("model", "minilm")
+    return minilm_path() if model == "minilm" else Path(model)
+
+
+def verify_teacher(spec: dict[str, Any]) -> None:
+    """Check the teacher settings before anything of the teacher is read: unknown keys, and, with ``public_key``
+    and ``checkpoint``, the signature of the saved teacher's whole directory (``tokenizer/`` included).
+
+    ``public_key`` without ``checkpoint`` checks nothing: the teacher is then fine-tuned (or loaded from a Hugging
+    Face folder), as in an image recipe whose teacher is trained.
+    """
+    if not isinstance(spec, dict):
+        raise ConfigError(f"teacher must be a mapping (model, finetune, checkpoint, public_key), got {spec!r}")
+    teacher_dir(spec)  # refuses unknown keys
+    checkpoint, key = spec.get("checkpoint"), spec.get("public_key")
+    for name, value in (("checkpoint", checkpoint), ("public_key", key)):
+        if value is not None and not isinstance(value, str | Path):
+            raise ConfigError(f"teacher.{name} must be a path, got {type(value).__name__} {value!r}")
+    if checkpoint and key is not None:
+        verify_model(Path(checkpoint), key)
+
+
+def text_inputs(recipe: TextRecipe) -> list[tuple[str, str | Path | None]]:
+    """What a text run reads (teacher, key, data files, cache): ``--overwrite`` must never delete them."""
+    t, d = recipe.teacher, recipe.data
+    model = t.get("model", "minilm")
+    return [
+        ("the teacher", t.get("checkpoint")),
+        ("the public key", t.get("public_key")),
+        ("the teacher model", model if isinstance(model, str) and model != "minilm" else None),
+        *((f"the data file ({k})", d[k]) for k in ("path", "train", "test") if isinstance(d.get(k), str)),
+        ("the cache", recipe.cache_dir),
+    ]
+
+
+def check_students(recipe: TextRecipe) -> tuple[list[str], TransferAugment | None]:
+    """The students' names and the transfer-set settings (when a student asks for it); refuses a bad recipe."""
+    for s in recipe.students:
+        unknown = sorted(set(s) - {"name", "student", "method", "params", "transfer", "train"})
+        if unknown or not isinstance(s.get("student"), dict):
+            raise ConfigError(
+                f"a student needs 'student: {{model: ...}}' and takes name, method, params, transfer, train; "
+                f"got {sorted(s)}"
+            )
+        try:  # unknown or bad training settings fail here, not after the teacher's fine-tuning
+            OptimSettings(**{**recipe.train, **s.get("train", {})})
+        except TypeError as e:
+            raise ConfigError(f"student {s.get('name', '?')!r}: bad train settings ({e})") from e
+        kind = s["student"].get("model")
+        if kind not in ("layers", "cnn", "bilstm"):
+            raise ConfigError(f"unknown text student {kind!r}; expected 'layers', 'cnn' or 'bilstm'")
+        TEXT_DISTILLERS.get(s.get("method", "text_kd"))  # an unknown method lists the known ones
+    names = [s.get("name", s.get("method", "text_kd")) for s in recipe.students]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"student names must be unique, got {names}")
+    if not any(s.get("transfer") for s in recipe.students):
+        return names, None
+    return names, TransferAugment.from_dict({"seed": recipe.seed, **recipe.transfer})
