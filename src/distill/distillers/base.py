@@ -154,10 +154,15 @@ class Distiller(nn.Module):
         if self.ce_weight > 0:
             if y is None:
                 raise ConfigError(f"method {self.name!r} with ce_weight > 0 needs labels; set ce_weight=0")
-            out["ce"] = self.ce_weight * labelled_cross_entropy(logits, y, self.label_smoothing)
+            out["ce"] = self.ce_weight * self.label_loss(logits, y)
         if self.kd_weight > 0 and t_logits is not None:
             out["kd"] = self.kd_weight * kd_loss(logits, t_logits, self.temperature)
         return out
+
+    def label_loss(self, logits: Tensor, y: Tensor) -> Tensor:
+        """The unweighted hard-label term of :meth:`logit_terms`: :func:`labelled_cross_entropy` (label ``-1``:
+        unlabelled) with ``label_smoothing``."""
+        return labelled_cross_entropy(logits, y, self.label_smoothing)
 
     def set_epoch(self, epoch: int, epochs: int) -> None:
         """Called by the trainer before each epoch (0-based) — for methods with a schedule (two-stage FitNets)."""

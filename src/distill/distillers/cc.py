@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from distill.distillers.at import penultimate_layer, unwrap
-from distill.distillers.base import Distiller, StepInput, Teacher, check_range, register_method
+from distill.distillers.base import StepInput, check_range, register_method
+from distill.distillers.feature_base import FeatureDistiller, Shape
 from distill.errors import ConfigError
-from distill.features import FeatureTap, probe_shapes
 from distill.losses.relational import cc_loss
 
 
 @register_method("cc")
-class CC(Distiller):
+class CC(FeatureDistiller):
     """``ce_weight · CE + cc_weight · ‖C_s − C_t‖_F² / B² [+ kd_weight · KD]``.
 
     ``C`` is the batch correlation matrix of the L2-normalised penultimate embeddings under a Gaussian RBF kernel
@@ -40,7 +39,7 @@ class CC(Distiller):
         embed: pass the student's embedding through a linear layer to the teacher's size.
     """
 
-    teacher_features = True
+    single_layer = True
 
     def __init__(
         self,
@@ -59,29 +58,19 @@ class CC(Distiller):
         check_range("cc_weight", cc_weight, lo=0.0)
         check_range("gamma", gamma, lo=0.0, lo_open=True)
         check_range("order", order, lo=0)
-        t_model = unwrap(teacher)
-        s_layer = penultimate_layer(student, student_layer, "student")
-        t_layer = penultimate_layer(t_model, teacher_layer, "teacher")
-        self_embed: nn.Module = nn.Identity()
-        if embed:
-            if input_shape is None:
-                raise ConfigError("cc with embed=True needs input_shape to size its embedding")
-            s_dim = probe_shapes(student, [s_layer], input_shape)[s_layer]
-            t_dim = probe_shapes(t_model, [t_layer], input_shape)[t_layer]
-            if len(s_dim) != 1 or len(t_dim) != 1:
-                raise ConfigError(f"cc embeds vectors; {s_layer!r} gives {s_dim} and {t_layer!r} gives {t_dim}")
-            self_embed = nn.Linear(s_dim[0], t_dim[0])
-        super().__init__(student, Teacher(t_model, [t_layer]), input_shape=input_shape, **kw)
-        self.student_layer, self.teacher_layer = s_layer, t_layer
+        if embed and input_shape is None:
+            raise ConfigError("cc with embed=True needs input_shape to size its embedding")
+        layers = (student_layer, teacher_layer)
+        super().__init__(student, teacher, layers, probe=embed, input_shape=input_shape, **kw)
         self.cc_weight, self.gamma, self.order = cc_weight, gamma, int(order)
-        self.embed = self_embed
-        self.tap = FeatureTap(student, [s_layer])
+        self.embed = nn.Linear(self.student_shapes[0][0], self.teacher_shapes[0][0]) if embed else nn.Identity()
 
-    def step(self, b: StepInput) -> dict[str, Tensor]:
-        t_logits = self.run_teacher(b.x)
-        (t_emb,) = self.teacher.features()
-        logits = self.student(b.x)
-        s_emb = self.embed(self.tap[self.student_layer].flatten(1))
-        terms = self.logit_terms(logits, b.y, t_logits)
-        terms["cc"] = self.cc_weight * cc_loss(s_emb, t_emb, self.gamma, self.order)
-        return {**terms, "_logits": logits}
+    def check_shapes(self, student_shapes: dict[str, Shape], teacher_shapes: dict[str, Shape]) -> None:
+        ((s_layer, s_dim),), ((t_layer, t_dim),) = student_shapes.items(), teacher_shapes.items()
+        if len(s_dim) != 1 or len(t_dim) != 1:
+            raise ConfigError(f"cc embeds vectors; {s_layer!r} gives {s_dim} and {t_layer!r} gives {t_dim}")
+
+    def feature_loss(self, s_feats: list[Tensor], t_feats: list[Tensor], b: StepInput) -> dict[str, Tensor]:
+        (s_feat,), (t_emb,) = s_feats, t_feats
+        s_emb = self.embed(s_feat.flatten(1))
+        return {"cc": self.cc_weight * cc_loss(s_emb, t_emb, self.gamma, self.order)}

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distill.distillers.base import Distiller, StepInput, Teacher, check_range, register_method
+from distill.distillers.base import StepInput, check_range, register_method
+from distill.distillers.feature_base import FeatureDistiller
 from distill.errors import ConfigError
-from distill.features import FeatureTap, probe_shapes
 from distill.losses.contrastive import bank_scores, info_nce_loss, memory_update, nce_loss, nce_normaliser
 
 
@@ -26,7 +26,7 @@ class Embed(nn.Module):
 
 
 @register_method("crd")
-class CRD(Distiller):
+class CRD(FeatureDistiller):
     """``ce_weight · CE + crd_weight · (NCE_s + NCE_t) [+ kd_weight · KD]`` (set ``kd_weight=1`` for CRD+KD).
 
     The student's and the teacher's penultimate features are embedded (linear, ``feat_dim``, L2-normalised). Two
@@ -53,7 +53,7 @@ class CRD(Distiller):
         num_samples: training-set size (supplied by the pipeline).
     """
 
-    teacher_features = True
+    single_layer = True
 
     def __init__(
         self,
@@ -80,18 +80,11 @@ class CRD(Distiller):
             check_range("num_samples", num_samples, lo=2)
         if input_shape is None:
             raise ConfigError("crd needs input_shape to size its embeddings")
-        assert teacher is not None
-        t_model = teacher.model if isinstance(teacher, Teacher) else teacher
-        s_layer = student_layer or _penultimate(student)
-        t_layer = teacher_layer or _penultimate(t_model)
-        s_shape = probe_shapes(student, [s_layer], input_shape)[s_layer]
-        t_shape = probe_shapes(t_model, [t_layer], input_shape)[t_layer]
-        super().__init__(student, Teacher(t_model, [t_layer]), input_shape=input_shape, **kw)
-        self.student_layer, self.teacher_layer = s_layer, t_layer
+        super().__init__(student, teacher, (student_layer, teacher_layer), probe=True, input_shape=input_shape, **kw)
         self.crd_weight, self.feat_dim, self.nce_t, self.nce_momentum = crd_weight, feat_dim, nce_t, nce_momentum
         self.num_samples = num_samples
         self.nce_k = min(nce_k, num_samples - 1) if num_samples else nce_k
-        self.tap = FeatureTap(student, [s_layer])
+        (s_shape,), (t_shape,) = self.student_shapes, self.teacher_shapes
         self.embed_s = Embed(math.prod(s_shape), feat_dim)
         self.embed_t = Embed(math.prod(t_shape), feat_dim)
         if num_samples:
@@ -105,20 +98,16 @@ class CRD(Distiller):
     def has_memory(self) -> bool:
         return self.num_samples is not None
 
-    def step(self, b: StepInput) -> dict[str, Tensor]:
-        t_logits = self.run_teacher(b.x)
-        (t_feat,) = self.teacher.features()
-        logits = self.student(b.x)
-        terms = self.logit_terms(logits, b.y, t_logits)
+    def feature_loss(self, s_feats: list[Tensor], t_feats: list[Tensor], b: StepInput) -> dict[str, Tensor]:
+        (s_feat,), (t_feat,) = s_feats, t_feats
         with torch.autocast(b.x.device.type, enabled=False):  # exp(·/0.07) needs float32
-            v_s = self.embed_s(self.tap[self.student_layer].float())  # (B, D)
+            v_s = self.embed_s(s_feat.float())  # (B, D)
             v_t = self.embed_t(t_feat.float())
             if self.has_memory and b.index is not None:
                 loss = self._memory_nce(v_s, v_t, b.index)
             else:
                 loss = info_nce_loss(v_s, v_t, self.nce_t) + info_nce_loss(v_t, v_s, self.nce_t)
-        terms["crd"] = self.crd_weight * loss
-        return {**terms, "_logits": logits}
+        return {"crd": self.crd_weight * loss}
 
     def sample_negatives(self, index: Tensor) -> Tensor:
         """``nce_k`` sample positions per anchor, uniform over the training set. ``(B,) -> (B, nce_k)``"""
@@ -144,10 +133,3 @@ class CRD(Distiller):
                 self.memory_s = self.memory_s.index_copy(0, index, memory_update(self.memory_s[index], v_s, m))
                 self.memory_t = self.memory_t.index_copy(0, index, memory_update(self.memory_t[index], v_t, m))
         return loss
-
-
-def _penultimate(model: nn.Module) -> str:
-    name = getattr(model, "penultimate", None)
-    if not name:
-        raise ConfigError(f"{type(model).__name__} names no penultimate layer; give student_layer and teacher_layer")
-    return name

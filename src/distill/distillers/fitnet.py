@@ -5,18 +5,10 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distill.distillers.base import Distiller, StepInput, Teacher, check_range, register_method
+from distill.distillers.base import StepInput, check_range, register_method
+from distill.distillers.feature_base import FeatureDistiller, middle_stage
 from distill.errors import ConfigError
-from distill.features import FeatureTap, probe_shapes
 from distill.losses import hint_loss
-
-
-def default_hint_layer(model: nn.Module) -> str:
-    """The middle stage of a zoo model (the paper guides the student's middle layer by the teacher's)."""
-    layers = getattr(model, "feature_layers", None)
-    if not layers:
-        raise ConfigError(f"{type(model).__name__} names no feature_layers; give student_layer and teacher_layer")
-    return layers[len(layers) // 2]
 
 
 def make_adapter(s_shape: tuple[int, ...], t_shape: tuple[int, ...]) -> nn.Module:
@@ -29,7 +21,7 @@ def make_adapter(s_shape: tuple[int, ...], t_shape: tuple[int, ...]) -> nn.Modul
 
 
 @register_method("fitnet")
-class FitNet(Distiller):
+class FitNet(FeatureDistiller):
     """``ce_weight · CE + hint_weight · MSE(adapter(s_hint), t_hint) [+ kd_weight · KD]``.
 
     The adapter (the paper's regressor) is sized by a dry run of both networks; when the spatial sizes differ the
@@ -47,7 +39,8 @@ class FitNet(Distiller):
             method counts as being in epoch 0.
     """
 
-    teacher_features = True
+    single_layer = True
+    default_layer = staticmethod(middle_stage)  # the paper guides the student's middle layer by the teacher's
 
     def __init__(
         self,
@@ -65,15 +58,9 @@ class FitNet(Distiller):
         check_range("hint_epochs", hint_epochs, lo=0)
         if input_shape is None:
             raise ConfigError("fitnet needs input_shape to size its adapter")
-        assert teacher is not None
-        t_model = teacher.model if isinstance(teacher, Teacher) else teacher
-        s_layer = student_layer or default_hint_layer(student)
-        t_layer = teacher_layer or default_hint_layer(t_model)
-        s_shape = probe_shapes(student, [s_layer], input_shape)[s_layer]
-        t_shape = probe_shapes(t_model, [t_layer], input_shape)[t_layer]
-        super().__init__(student, Teacher(t_model, [t_layer]), input_shape=input_shape, **kw)
-        self.student_layer, self.teacher_layer, self.hint_weight = s_layer, t_layer, hint_weight
-        self.tap = FeatureTap(student, [s_layer])
+        super().__init__(student, teacher, (student_layer, teacher_layer), probe=True, input_shape=input_shape, **kw)
+        self.hint_weight = hint_weight
+        (s_shape,), (t_shape,) = self.student_shapes, self.teacher_shapes
         self.adapter = make_adapter(s_shape, t_shape)
         self.t_size = t_shape[1:]
         self.hint_epochs = hint_epochs
@@ -83,13 +70,12 @@ class FitNet(Distiller):
         """True during stage 1 of the two-stage schedule (hint loss only)."""
         return getattr(self, "epoch", 0) < self.hint_epochs
 
-    def step(self, b: StepInput) -> dict[str, Tensor]:
-        t_logits = self.run_teacher(b.x)
-        (t_feat,) = self.teacher.features()
-        logits = self.student(b.x)
-        s_feat = self.adapter(self.tap[self.student_layer])
+    def logit_terms(self, logits: Tensor, y: Tensor | None, t_logits: Tensor | None) -> dict[str, Tensor]:
+        return {} if self.hint_stage else super().logit_terms(logits, y, t_logits)  # stage 1: the hint alone
+
+    def feature_loss(self, s_feats: list[Tensor], t_feats: list[Tensor], b: StepInput) -> dict[str, Tensor]:
+        (s_feat,), (t_feat,) = s_feats, t_feats
+        s_feat = self.adapter(s_feat)
         if s_feat.dim() == 4 and s_feat.shape[2:] != t_feat.shape[2:]:
             s_feat = F.interpolate(s_feat, size=t_feat.shape[2:], mode="bilinear", align_corners=False)
-        terms = {} if self.hint_stage else self.logit_terms(logits, b.y, t_logits)
-        terms["hint"] = self.hint_weight * hint_loss(s_feat, t_feat)
-        return {**terms, "_logits": logits}
+        return {"hint": self.hint_weight * hint_loss(s_feat, t_feat)}

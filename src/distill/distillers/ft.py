@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distill.distillers.base import Distiller, StepInput, Teacher, check_range, register_method
+from distill.distillers.base import StepInput, check_range, register_method
+from distill.distillers.feature_base import FeatureDistiller, Shape, last_stage
 from distill.errors import ConfigError
-from distill.features import FeatureTap, probe_shapes
 from distill.losses.variational import factor_transfer_loss
 
 BENCHMARK_PRETRAIN, BENCHMARK_EPOCHS = 30, 240  # the CRD benchmark's paraphraser epochs next to its student's
@@ -40,7 +40,7 @@ class Paraphraser(nn.Module):
 
 
 @register_method("ft")
-class FT(Distiller):
+class FT(FeatureDistiller):
     """``ce_weight · CE + ft_weight · ‖F_t/‖F_t‖ − F_s/‖F_s‖‖_p [+ kd_weight · KD]``.
 
     The teacher's factor ``F_t`` is the code of a *paraphraser* (a convolutional autoencoder with
@@ -69,7 +69,8 @@ class FT(Distiller):
         reduction: ``"mean"`` (mean over elements, the benchmark's form) or ``"norm"`` (the paper's per-sample norm).
     """
 
-    teacher_features = True
+    single_layer = True
+    default_layer = staticmethod(last_stage)
 
     def __init__(
         self,
@@ -96,22 +97,18 @@ class FT(Distiller):
             raise ConfigError(f"reduction must be 'mean' or 'norm', got {reduction!r}")
         if input_shape is None:
             raise ConfigError("ft needs input_shape to size its paraphraser and translator")
-        assert teacher is not None
-        t_model = teacher.model if isinstance(teacher, Teacher) else teacher
-        s_layer = student_layer or _last_stage(student)
-        t_layer = teacher_layer or _last_stage(t_model)
-        s_shape = probe_shapes(student, [s_layer], input_shape)[s_layer]
-        t_shape = probe_shapes(t_model, [t_layer], input_shape)[t_layer]
-        if len(s_shape) != 3 or len(t_shape) != 3:
-            raise ConfigError(f"ft needs (C, H, W) feature maps, got student {s_shape} and teacher {t_shape}")
-        super().__init__(student, Teacher(t_model, [t_layer]), input_shape=input_shape, **kw)
-        self.student_layer, self.teacher_layer = s_layer, t_layer
+        super().__init__(student, teacher, (student_layer, teacher_layer), probe=True, input_shape=input_shape, **kw)
         self.ft_weight, self.p, self.reduction = ft_weight, p, reduction
         self.paraphraser_epochs = paraphraser_epochs
+        (s_shape,), (t_shape,) = self.student_shapes, self.teacher_shapes
         code = max(1, round(t_shape[0] * rate))
-        self.tap = FeatureTap(student, [s_layer])
         self.paraphraser = Paraphraser(t_shape[0], code)
         self.translator = _conv_stack([s_shape[0], s_shape[0], code, code])
+
+    def check_shapes(self, student_shapes: dict[str, Shape], teacher_shapes: dict[str, Shape]) -> None:
+        (s_shape,), (t_shape,) = student_shapes.values(), teacher_shapes.values()
+        if len(s_shape) != 3 or len(t_shape) != 3:
+            raise ConfigError(f"ft needs (C, H, W) feature maps, got student {s_shape} and teacher {t_shape}")
 
     def pretraining_epochs(self) -> int:
         """Length of stage 1: ``paraphraser_epochs`` when given, else ``max(1, ⌊epochs / 8⌋)`` of the run."""
@@ -124,27 +121,14 @@ class FT(Distiller):
         """True while the paraphraser is being pre-trained (the first :meth:`pretraining_epochs` epochs)."""
         return getattr(self, "epoch", 0) < self.pretraining_epochs()
 
-    def step(self, b: StepInput) -> dict[str, Tensor]:
-        t_logits = self.run_teacher(b.x)
-        (t_feat,) = self.teacher.features()
-        logits = self.student(b.x)
-        terms = self.logit_terms(logits, b.y, t_logits)
+    def feature_loss(self, s_feats: list[Tensor], t_feats: list[Tensor], b: StepInput) -> dict[str, Tensor]:
+        (s_feat,), (t_feat,) = s_feats, t_feats
         if self.pretraining:
             _, recon = self.paraphraser(t_feat)
-            terms["recon"] = F.mse_loss(recon, t_feat)
-        else:
-            with torch.no_grad():
-                t_code, _ = self.paraphraser(t_feat)
-            s_feat = self.tap[self.student_layer]
-            if s_feat.shape[2:] != t_feat.shape[2:]:
-                s_feat = F.interpolate(s_feat, size=t_feat.shape[2:], mode="bilinear", align_corners=False)
-            s_code = self.translator(s_feat)
-            terms["ft"] = self.ft_weight * factor_transfer_loss(s_code, t_code, self.p, self.reduction)
-        return {**terms, "_logits": logits}
-
-
-def _last_stage(model: nn.Module) -> str:
-    layers = getattr(model, "feature_layers", None)
-    if not layers:
-        raise ConfigError(f"{type(model).__name__} names no feature_layers; give student_layer and teacher_layer")
-    return layers[-1]
+            return {"recon": F.mse_loss(recon, t_feat)}
+        with torch.no_grad():
+            t_code, _ = self.paraphraser(t_feat)
+        if s_feat.shape[2:] != t_feat.shape[2:]:
+            s_feat = F.interpolate(s_feat, size=t_feat.shape[2:], mode="bilinear", align_corners=False)
+        s_code = self.translator(s_feat)
+        return {"ft": self.ft_weight * factor_transfer_loss(s_code, t_code, self.p, self.reduction)}

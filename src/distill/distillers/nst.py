@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from distill.distillers.at import check_resize, paired_stages, unwrap
-from distill.distillers.base import Distiller, StepInput, Teacher, check_range, register_method
-from distill.features import FeatureTap
+from distill.distillers.base import StepInput, check_range, register_method
+from distill.distillers.feature_base import FeatureDistiller, check_resize
 from distill.losses.attention import nst_loss
 
 
 @register_method("nst")
-class NST(Distiller):
+class NST(FeatureDistiller):
     """``ce_weight · CE + nst_weight · Σ_stages MMD²(s, t) [+ kd_weight · KD]``.
 
     The MMD with a polynomial kernel (``degree = 2, c = 0``, the paper's choice) compares the distributions of the
@@ -28,8 +27,6 @@ class NST(Distiller):
             student's map to the teacher's (pooled when larger, bilinearly upsampled when smaller). Equal sizes:
             both are the same.
     """
-
-    teacher_features = True
 
     def __init__(
         self,
@@ -48,17 +45,9 @@ class NST(Distiller):
         check_range("degree", degree, lo=1)
         check_range("c", c, lo=0.0)
         check_resize(resize)
-        t_model = unwrap(teacher)
-        s_layers, t_layers = paired_stages(student, t_model, student_layers, teacher_layers)
-        super().__init__(student, Teacher(t_model, t_layers), **kw)
-        self.student_layers, self.teacher_layers = s_layers, t_layers
+        super().__init__(student, teacher, (student_layers, teacher_layers), **kw)
         self.nst_weight, self.degree, self.c, self.resize = nst_weight, int(degree), c, resize
-        self.tap = FeatureTap(student, s_layers)
 
-    def step(self, b: StepInput) -> dict[str, Tensor]:
-        t_logits = self.run_teacher(b.x)
-        logits = self.student(b.x)
-        pairs = zip(self.tap.get(), self.teacher.features(), strict=True)
-        terms = self.logit_terms(logits, b.y, t_logits)
-        terms["nst"] = self.nst_weight * sum(nst_loss(s, t, self.degree, self.c, self.resize) for s, t in pairs)
-        return {**terms, "_logits": logits}
+    def feature_loss(self, s_feats: list[Tensor], t_feats: list[Tensor], b: StepInput) -> dict[str, Tensor]:
+        pairs = zip(s_feats, t_feats, strict=True)
+        return {"nst": self.nst_weight * sum(nst_loss(s, t, self.degree, self.c, self.resize) for s, t in pairs)}

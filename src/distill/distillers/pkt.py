@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from distill.distillers.at import penultimate_layer, unwrap
-from distill.distillers.base import Distiller, StepInput, Teacher, check_range, register_method
-from distill.features import FeatureTap
+from distill.distillers.base import StepInput, check_range, register_method
+from distill.distillers.feature_base import FeatureDistiller
 from distill.losses.relational import pkt_loss
 
 
 @register_method("pkt")
-class PKT(Distiller):
+class PKT(FeatureDistiller):
     """``ce_weight · CE + pkt_weight · KL(P_t ‖ P_s) [+ kd_weight · KD]``.
 
     ``P`` are the conditional probabilities of the cosine-similarity kernel between the penultimate embeddings of
@@ -24,7 +23,7 @@ class PKT(Distiller):
         pkt_weight: weight of the PKT term.
     """
 
-    teacher_features = True
+    single_layer = True
 
     def __init__(
         self,
@@ -37,17 +36,9 @@ class PKT(Distiller):
         **kw,
     ) -> None:
         check_range("pkt_weight", pkt_weight, lo=0.0)
-        t_model = unwrap(teacher)
-        s_layer = penultimate_layer(student, student_layer, "student")
-        t_layer = penultimate_layer(t_model, teacher_layer, "teacher")
-        super().__init__(student, Teacher(t_model, [t_layer]), **kw)
-        self.student_layer, self.teacher_layer, self.pkt_weight = s_layer, t_layer, pkt_weight
-        self.tap = FeatureTap(student, [s_layer])
+        super().__init__(student, teacher, (student_layer, teacher_layer), **kw)
+        self.pkt_weight = pkt_weight
 
-    def step(self, b: StepInput) -> dict[str, Tensor]:
-        t_logits = self.run_teacher(b.x)
-        (t_emb,) = self.teacher.features()
-        logits = self.student(b.x)
-        terms = self.logit_terms(logits, b.y, t_logits)
-        terms["pkt"] = self.pkt_weight * pkt_loss(self.tap[self.student_layer], t_emb)
-        return {**terms, "_logits": logits}
+    def feature_loss(self, s_feats: list[Tensor], t_feats: list[Tensor], b: StepInput) -> dict[str, Tensor]:
+        (s_emb,), (t_emb,) = s_feats, t_feats
+        return {"pkt": self.pkt_weight * pkt_loss(s_emb, t_emb)}

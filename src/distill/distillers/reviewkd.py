@@ -9,10 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distill.distillers.base import Distiller, StepInput, Teacher, check_range, register_method
+from distill.distillers.base import StepInput, check_range, register_method
+from distill.distillers.feature_base import FeatureDistiller, Shape, stage_layers
 from distill.errors import ConfigError
-from distill.features import FeatureTap, probe_shapes
 from distill.losses.review import hcl_loss
+from distill.models.adapters import tap_names
 
 
 class ABF(nn.Module):
@@ -44,17 +45,15 @@ def _as_map(x: Tensor) -> Tensor:
     return x[:, :, None, None] if x.dim() == 2 else x  # (B, C) -> (B, C, 1, 1)
 
 
-def _stages(model: nn.Module) -> list[str]:
+def _stages(model: nn.Module, what: str) -> list[str]:
     """``feature_layers`` followed by ``penultimate`` (the pooled feature, used as a 1×1 map)."""
-    layers = list(getattr(model, "feature_layers", None) or [])
-    if not layers:
-        raise ConfigError(f"{type(model).__name__} names no feature_layers; give student_layers and teacher_layers")
-    pen = getattr(model, "penultimate", None)
+    layers = stage_layers(model, what)
+    pen = tap_names(model).penultimate
     return [*layers, pen] if pen and pen not in layers else layers
 
 
 @register_method("reviewkd")
-class ReviewKD(Distiller):
+class ReviewKD(FeatureDistiller):
     """``ce_weight · CE + w(epoch) · review_weight · Σ_stages HCL(ABF-review_i, t_i) [+ kd_weight · KD]``.
 
     The student's stages are reviewed from the deepest to the shallowest: each ABF fuses its stage with the
@@ -76,7 +75,7 @@ class ReviewKD(Distiller):
         levels: pooled pyramid sizes of the HCL (4, 2, 1).
     """
 
-    teacher_features = True
+    default_stages = staticmethod(_stages)
 
     def __init__(
         self,
@@ -99,26 +98,21 @@ class ReviewKD(Distiller):
             check_range("levels", level, lo=1)
         if input_shape is None:
             raise ConfigError("reviewkd needs input_shape to size its fusion modules")
-        assert teacher is not None
-        t_model = teacher.model if isinstance(teacher, Teacher) else teacher
-        s_layers = list(student_layers) if student_layers else _stages(student)
-        t_layers = list(teacher_layers) if teacher_layers else _stages(t_model)
-        if student_layers and teacher_layers and len(s_layers) != len(t_layers):
-            raise ConfigError(f"student_layers ({len(s_layers)}) and teacher_layers ({len(t_layers)}) must pair up")
-        n = min(len(s_layers), len(t_layers))
-        s_layers, t_layers = s_layers[len(s_layers) - n :], t_layers[len(t_layers) - n :]
-        s_shapes = [_map_shape(s) for s in probe_shapes(student, s_layers, input_shape).values()]
-        t_shapes = [_map_shape(t) for t in probe_shapes(t_model, t_layers, input_shape).values()]
-        super().__init__(student, Teacher(t_model, t_layers), input_shape=input_shape, **kw)
-        self.student_layers, self.teacher_layers = s_layers, t_layers
+        layers = (student_layers, teacher_layers)
+        super().__init__(student, teacher, layers, probe=True, input_shape=input_shape, **kw)
+        s_shapes = [_map_shape(s) for s in self.student_shapes]
+        t_shapes = [_map_shape(t) for t in self.teacher_shapes]
         self.review_weight, self.warmup_epochs, self.levels = review_weight, warmup_epochs, tuple(levels)
         self.mid_channels = min(mid_channels, s_shapes[-1][0])
-        self.tap = FeatureTap(student, s_layers)
         # deepest first: the deepest ABF has nothing to fuse
         self.abfs = nn.ModuleList(
             ABF(s[0], self.mid_channels, t[0], fuse=i > 0)
             for i, (s, t) in enumerate(zip(reversed(s_shapes), reversed(t_shapes), strict=True))
         )
+
+    def check_shapes(self, student_shapes: dict[str, Shape], teacher_shapes: dict[str, Shape]) -> None:
+        for shape in (*student_shapes.values(), *teacher_shapes.values()):
+            _map_shape(shape)
 
     def warmup_factor(self) -> float:
         """``min(1, (epoch + 1) / W)``; 1 without a schedule."""
@@ -135,15 +129,10 @@ class ReviewKD(Distiller):
             outs.append(out)
         return outs
 
-    def step(self, b: StepInput) -> dict[str, Tensor]:
-        t_logits = self.run_teacher(b.x)
-        t_feats = self.teacher.features()
-        logits = self.student(b.x)
-        terms = self.logit_terms(logits, b.y, t_logits)
-        outs = self.review(self.tap.get(), t_feats)
+    def feature_loss(self, s_feats: list[Tensor], t_feats: list[Tensor], b: StepInput) -> dict[str, Tensor]:
+        outs = self.review(s_feats, t_feats)
         hcl = sum(hcl_loss(o, _as_map(t), self.levels) for o, t in zip(outs, reversed(t_feats), strict=True))
-        terms["review"] = self.warmup_factor() * self.review_weight * hcl
-        return {**terms, "_logits": logits}
+        return {"review": self.warmup_factor() * self.review_weight * hcl}
 
 
 def _map_shape(shape: tuple[int, ...]) -> tuple[int, ...]:

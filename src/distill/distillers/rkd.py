@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from distill.distillers.at import penultimate_layer, unwrap
-from distill.distillers.base import Distiller, StepInput, Teacher, check_range, register_method
-from distill.features import FeatureTap
+from distill.distillers.base import StepInput, check_range, register_method
+from distill.distillers.feature_base import FeatureDistiller
 from distill.losses.relational import rkd_angle_loss, rkd_distance_loss
 
 
 @register_method("rkd")
-class RKD(Distiller):
+class RKD(FeatureDistiller):
     """``ce_weight · CE + distance_weight · L_dist + angle_weight · L_angle [+ kd_weight · KD]``.
 
     Both terms compare the structure of the batch of penultimate embeddings (pairwise distances normalised by
@@ -23,7 +22,7 @@ class RKD(Distiller):
         distance_weight / angle_weight: weights of the two terms.
     """
 
-    teacher_features = True
+    single_layer = True
 
     def __init__(
         self,
@@ -38,22 +37,14 @@ class RKD(Distiller):
     ) -> None:
         check_range("distance_weight", distance_weight, lo=0.0)
         check_range("angle_weight", angle_weight, lo=0.0)
-        t_model = unwrap(teacher)
-        s_layer = penultimate_layer(student, student_layer, "student")
-        t_layer = penultimate_layer(t_model, teacher_layer, "teacher")
-        super().__init__(student, Teacher(t_model, [t_layer]), **kw)
-        self.student_layer, self.teacher_layer = s_layer, t_layer
+        super().__init__(student, teacher, (student_layer, teacher_layer), **kw)
         self.distance_weight, self.angle_weight = distance_weight, angle_weight
-        self.tap = FeatureTap(student, [s_layer])
 
-    def step(self, b: StepInput) -> dict[str, Tensor]:
-        t_logits = self.run_teacher(b.x)
-        (t_emb,) = self.teacher.features()
-        logits = self.student(b.x)
-        s_emb = self.tap[self.student_layer]
-        terms = self.logit_terms(logits, b.y, t_logits)
+    def feature_loss(self, s_feats: list[Tensor], t_feats: list[Tensor], b: StepInput) -> dict[str, Tensor]:
+        (s_emb,), (t_emb,) = s_feats, t_feats
+        terms = {}
         if self.distance_weight > 0:
             terms["rkd_distance"] = self.distance_weight * rkd_distance_loss(s_emb, t_emb)
         if self.angle_weight > 0:
             terms["rkd_angle"] = self.angle_weight * rkd_angle_loss(s_emb, t_emb)
-        return {**terms, "_logits": logits}
+        return terms

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from distill.distillers.at import stage_layers, unwrap
-from distill.distillers.base import Distiller, StepInput, Teacher, check_range, register_method
-from distill.features import FeatureTap
+from distill.distillers.base import StepInput, check_range, register_method
+from distill.distillers.feature_base import FeatureDistiller, last_stage
 from distill.losses.relational import sp_loss
 
 
 @register_method("sp")
-class SP(Distiller):
+class SP(FeatureDistiller):
     """``ce_weight · CE + gamma · ‖G_s − G_t‖_F² / B² [+ kd_weight · KD]`` on the batch similarity matrices.
 
     ``G = F·Fᵀ`` (rows L2-normalised) of the flattened features of one stage — by default the last of
@@ -23,7 +22,8 @@ class SP(Distiller):
         gamma: weight of the similarity term.
     """
 
-    teacher_features = True
+    single_layer = True
+    default_layer = staticmethod(last_stage)
 
     def __init__(
         self,
@@ -36,17 +36,9 @@ class SP(Distiller):
         **kw,
     ) -> None:
         check_range("gamma", gamma, lo=0.0)
-        t_model = unwrap(teacher)
-        s_layer = student_layer or stage_layers(student, None, "student")[-1]
-        t_layer = teacher_layer or stage_layers(t_model, None, "teacher")[-1]
-        super().__init__(student, Teacher(t_model, [t_layer]), **kw)
-        self.student_layer, self.teacher_layer, self.gamma = s_layer, t_layer, gamma
-        self.tap = FeatureTap(student, [s_layer])
+        super().__init__(student, teacher, (student_layer, teacher_layer), **kw)
+        self.gamma = gamma
 
-    def step(self, b: StepInput) -> dict[str, Tensor]:
-        t_logits = self.run_teacher(b.x)
-        (t_feat,) = self.teacher.features()
-        logits = self.student(b.x)
-        terms = self.logit_terms(logits, b.y, t_logits)
-        terms["sp"] = self.gamma * sp_loss(self.tap[self.student_layer], t_feat)
-        return {**terms, "_logits": logits}
+    def feature_loss(self, s_feats: list[Tensor], t_feats: list[Tensor], b: StepInput) -> dict[str, Tensor]:
+        (s_feat,), (t_feat,) = s_feats, t_feats
+        return {"sp": self.gamma * sp_loss(s_feat, t_feat)}

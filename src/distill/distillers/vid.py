@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distill.distillers.base import Distiller, StepInput, Teacher, check_range, register_method
+from distill.distillers.base import StepInput, check_range, register_method
+from distill.distillers.feature_base import FeatureDistiller
 from distill.errors import ConfigError
-from distill.features import FeatureTap, probe_shapes
 from distill.losses.variational import vid_nll
 
 
@@ -55,7 +55,7 @@ def _match_size(s: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
 
 
 @register_method("vid")
-class VID(Distiller):
+class VID(FeatureDistiller):
     """``ce_weight · CE + vid_weight · Σ_pairs NLL(t | μ(s), σ²) [+ kd_weight · KD]``.
 
     Maximises a variational lower bound on the mutual information between teacher and student features: for each
@@ -70,8 +70,6 @@ class VID(Distiller):
         init_variance: initial σ² of every channel (5.0, as in the reference setting).
         eps: floor added to the variance.
     """
-
-    teacher_features = True
 
     def __init__(
         self,
@@ -91,42 +89,16 @@ class VID(Distiller):
         check_range("init_variance", init_variance, lo=eps, lo_open=True)
         if input_shape is None:
             raise ConfigError("vid needs input_shape to size its regressors")
-        assert teacher is not None
-        t_model = teacher.model if isinstance(teacher, Teacher) else teacher
-        s_layers, t_layers = _pair_layers(student, t_model, student_layers, teacher_layers)
-        s_shapes = probe_shapes(student, s_layers, input_shape)
-        t_shapes = probe_shapes(t_model, t_layers, input_shape)
-        super().__init__(student, Teacher(t_model, t_layers), input_shape=input_shape, **kw)
-        self.student_layers, self.teacher_layers = s_layers, t_layers
+        super().__init__(student, teacher, (student_layers, teacher_layers), probe=True, input_shape=input_shape, **kw)
         self.vid_weight = vid_weight
-        self.tap = FeatureTap(student, s_layers)
         self.regressors = nn.ModuleList(
-            VIDRegressor(s_shapes[s][0], t_shapes[t][0], init_variance, eps)
-            for s, t in zip(s_layers, t_layers, strict=True)
+            VIDRegressor(s[0], t[0], init_variance, eps)
+            for s, t in zip(self.student_shapes, self.teacher_shapes, strict=True)
         )
 
-    def step(self, b: StepInput) -> dict[str, Tensor]:
-        t_logits = self.run_teacher(b.x)
-        t_feats = self.teacher.features()
-        logits = self.student(b.x)
-        terms = self.logit_terms(logits, b.y, t_logits)
-        loss = logits.new_zeros(())
-        for reg, s, t in zip(self.regressors, self.tap.get(), t_feats, strict=True):
+    def feature_loss(self, s_feats: list[Tensor], t_feats: list[Tensor], b: StepInput) -> dict[str, Tensor]:
+        loss: Tensor | float = 0.0
+        for reg, s, t in zip(self.regressors, s_feats, t_feats, strict=True):
             s, t = _match_size(_as_map(s), _as_map(t))
             loss = loss + vid_nll(reg(s), t, reg.variance())
-        terms["vid"] = self.vid_weight * loss
-        return {**terms, "_logits": logits}
-
-
-def _pair_layers(
-    student: nn.Module, teacher: nn.Module, s_layers: Sequence[str] | None, t_layers: Sequence[str] | None
-) -> tuple[list[str], list[str]]:
-    """Explicit layer lists, or both models' ``feature_layers`` aligned from the deepest stage."""
-    s = list(s_layers) if s_layers else list(getattr(student, "feature_layers", None) or [])
-    t = list(t_layers) if t_layers else list(getattr(teacher, "feature_layers", None) or [])
-    if not s or not t:
-        raise ConfigError("a model names no feature_layers; give student_layers and teacher_layers")
-    if (s_layers and t_layers) and len(s) != len(t):
-        raise ConfigError(f"student_layers ({len(s)}) and teacher_layers ({len(t)}) must pair up one to one")
-    n = min(len(s), len(t))
-    return s[len(s) - n :], t[len(t) - n :]
+        return {"vid": self.vid_weight * loss}

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from distill.distillers.base import Distiller, StepInput, check_range
 from distill.errors import ConfigError
 from distill.registry import Registry
-from distill.text.losses import attention_kl_loss, embedding_loss, hidden_mse_loss, kd_loss, masked_cross_entropy
+from distill.text.losses import attention_kl_loss, embedding_loss, hidden_mse_loss, masked_cross_entropy
 from distill.text.models import HFClassifier, mean_pool, uniform_layers, unpack
 
 TEXT_DISTILLERS: Registry[type[TextDistiller]] = Registry("text method")
@@ -48,15 +48,10 @@ class TextDistiller(Distiller):
         """Teacher logits ``(N, K)`` of the training split, looked up by each batch's ``index``."""
         self.cached_logits = logits
 
-    def logit_terms(self, logits: Tensor, y: Tensor | None, t_logits: Tensor | None) -> dict[str, Tensor]:
-        out: dict[str, Tensor] = {}
-        if self.ce_weight > 0:
-            if y is None:
-                raise ConfigError(f"method {self.name!r} with ce_weight > 0 needs labels; set ce_weight=0")
-            out["ce"] = self.ce_weight * masked_cross_entropy(logits, y, self.label_smoothing)
-        if self.kd_weight > 0 and t_logits is not None:
-            out["kd"] = self.kd_weight * kd_loss(logits, t_logits, self.temperature)
-        return out
+    def label_loss(self, logits: Tensor, y: Tensor) -> Tensor:
+        """Cross-entropy averaged over the labelled texts only (the KD term is the image methods' own,
+        :meth:`Distiller.logit_terms`): a batch of mostly unlabeled text still weighs its few labels fully."""
+        return masked_cross_entropy(logits, y, self.label_smoothing)
 
     def cached(self, b: StepInput) -> Tensor | None:
         if b.teacher_logits is not None:
