@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 FULL   := $(VENV)/.installed-all
 PYTEST_ARGS ?=
 
-.PHONY: demo demo-teacher test smoke data lint bench mutation clean
+.PHONY: demo demo-teacher test smoke data speech-data lint bench mutation clean
 
 # the demo needs the core only; the tests need every optional part (compression, text, tracking, sweeps)
 $(STAMP): pyproject.toml
@@ -29,6 +29,11 @@ $(FULL): $(STAMP)
 
 data:
 	@bash scripts/ensure-data.sh
+
+# The synthetic speech-commands corpus (espeak-ng, about 2,800 one-second clips, a few minutes on one core) in
+# data/speech; a recipe reads it with data: {name: audio_folder, root: data/speech}
+speech-data: $(FULL) data
+	OMP_NUM_THREADS=1 $(BIN)/python -m distill.data.speech_synth --out data/speech
 
 demo: $(STAMP) data
 	$(BIN)/distill run configs/demo.yaml

@@ -6,8 +6,9 @@ Placeholders: {tmp} a fresh directory, {recipe} configs/smoke.yaml, {teacher} a 
 {garbage} a directory of malformed IDX files, {empty} an empty directory, {run} a finished run directory,
 {key} the signer's private key ({keyprefix} without its suffix), {textrecipe} configs/text.yaml, {oneclass} and
 {stray} IDX folders whose labels are all one class / hold one stray label 300, {truncreport} a run directory whose
-report.json was cut off. In {tmp}: bad.yaml, list.yaml, tag.yaml, dup.yaml (a key twice), latin.yaml and latin.csv
-(Latin-1, not UTF-8).
+report.json was cut off, {badwav} / {emptywav} / {emptyclass} / {noaudio}: audio folders (train/<class>/*.wav and
+test/<class>/*.wav) with a corrupt WAV, a zero-byte WAV, an empty class folder, and class folders of no audio at all.
+In {tmp}: bad.yaml, list.yaml, tag.yaml, dup.yaml (a key twice), latin.yaml and latin.csv (Latin-1, not UTF-8).
 """
 
 SYN = [
@@ -158,6 +159,30 @@ CASES = [
         "an image folder with no images",
         [*RUN, "--set", "data.name=image_folder", "--set", "data.root={empty}"],
         "(?i)no images|empty",
+    ),
+    (
+        "audio-corrupt",
+        "an audio folder with a corrupt WAV file",
+        [*RUN, "--set", "data.name=audio_folder", "--set", "data.root={badwav}"],
+        r"train/yes/broken\.wav: cannot read audio .*expected a WAV or FLAC file",
+    ),
+    (
+        "audio-empty-file",
+        "an audio folder with a zero-byte WAV file",
+        [*RUN, "--set", "data.name=audio_folder", "--set", "data.root={emptywav}"],
+        r"test/no/empty\.wav: cannot read audio",
+    ),
+    (
+        "audio-empty-class",
+        "an audio class folder without clips",
+        [*RUN, "--set", "data.name=audio_folder", "--set", "data.root={emptyclass}"],
+        r"class folder .*train/maybe has no audio files \(\*\.wav, \*\.flac\)",
+    ),
+    (
+        "audio-none",
+        "an audio folder whose class folders hold no audio",
+        [*RUN, "--set", "data.name=audio_folder", "--set", "data.root={noaudio}"],
+        r"class folder .*cats has no audio files",
     ),
     (
         "teacher-missing",

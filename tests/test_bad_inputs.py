@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import wave
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +91,7 @@ def fixtures(tmp_path_factory):
         for prefix, n in (("train", 100), ("t10k", 20)):
             write_idx(base / name / f"{prefix}-images-idx3-ubyte", x[:n])
             write_idx(base / name / f"{prefix}-labels-idx1-ubyte", labels[:n].astype(np.int16))
+    write_audio_folders(base)
     truncreport = base / "truncreport"
     truncreport.mkdir()
     (truncreport / "report.json").write_bytes((run / "report.json").read_bytes()[:200])
@@ -111,7 +113,32 @@ def fixtures(tmp_path_factory):
         "oneclass": str(base / "oneclass"),
         "stray": str(base / "stray"),
         "truncreport": str(truncreport),
+        **{k: str(base / k) for k in ("badwav", "emptywav", "emptyclass", "noaudio")},
     }
+
+
+def write_wav(path: Path, seconds: float = 0.5, freq: float = 440.0) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = np.arange(round(16000 * seconds)) / 16000
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes((8000 * np.sin(2 * np.pi * freq * t)).astype("<i2").tobytes())
+
+
+def write_audio_folders(base: Path) -> None:
+    """Audio folders (train/ and test/ of two classes) with one defect each (see bad_input_cases.py)."""
+    for name in ("badwav", "emptywav", "emptyclass"):
+        for split in ("train", "test"):
+            for i, c in enumerate(("no", "yes")):
+                write_wav(base / name / split / c / "a.wav", freq=300 + 200 * i)
+    (base / "badwav" / "train" / "yes" / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot really")
+    (base / "emptywav" / "test" / "no" / "empty.wav").write_bytes(b"")
+    (base / "emptyclass" / "train" / "maybe").mkdir()
+    for c in ("cats", "dogs"):
+        (base / "noaudio" / c).mkdir(parents=True)
+        (base / "noaudio" / c / "a.txt").write_text("not audio")
 
 
 def write_recipes(tmp: Path) -> None:

@@ -189,3 +189,25 @@ def test_training_batches_do_differ_from_the_raw_images_when_augmented():
     dm = DataModule(data, batch_size=64, val_size=40, seed=0, augment=True)
     b = next(dm.train_batches(0))
     assert not torch.allclose(b.x.double(), by_hand(dm.x_train[b.index]), atol=1e-3)
+
+
+def test_a_datasets_own_validation_split_is_used_exactly_and_survives_a_subset():
+    """A dataset that brings its validation split (``meta["validation_index"]``, e.g. held-out speakers) gets
+    exactly those samples as validation, none of them in training, whatever ``val_size`` and seed say."""
+    from dataclasses import replace
+
+    data = indexed(n_train=300)
+    own = torch.arange(250, 300)  # the last 50 rows: another speaker's clips, say
+    data = replace(data, meta={"validation_index": own})
+    for seed, val_size in ((0, 0.1), (5, 120)):
+        dm = DataModule(data, batch_size=32, val_size=val_size, seed=seed, augment=False)
+        assert sorted(ids_of(dm.x_val).tolist()) == list(range(250, 300))
+        assert sorted(ids_of(dm.x_train).tolist()) == list(range(250))
+        assert torch.equal(dm.y_val, label_of(ids_of(dm.x_val)))
+    assert len(DataModule(data, batch_size=32, val_size=0, augment=False).x_val) == 0  # 0 still means none
+    sub = data.subset(n_train=120, seed=3)
+    dm = DataModule(sub, batch_size=32, val_size=0.1, augment=False)
+    val_ids = ids_of(dm.x_val)
+    assert len(val_ids) > 0 and bool((val_ids >= 250).all())  # still only the dataset's validation rows ...
+    assert int((ids_of(sub.x_train) >= 250).sum()) == len(val_ids)  # ... and all of those the subset kept
+    assert not set(val_ids.tolist()) & set(ids_of(dm.x_train).tolist())

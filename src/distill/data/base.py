@@ -129,6 +129,11 @@ def subset_splits(data: Any, n_train: int | None, n_test: int | None, seed: int)
     if n_train is not None and n_train < len(data.x_train):
         idx = torch.randperm(len(data.x_train), generator=torch.Generator().manual_seed(seed))[:n_train]
         out = replace(out, x_train=data.x_train[idx], y_train=data.y_train[idx])
+        meta = getattr(data, "meta", None)
+        if meta and meta.get("validation_index") is not None:  # the dataset's own validation split, re-indexed
+            was_val = torch.zeros(len(data.x_train), dtype=torch.bool)
+            was_val[torch.as_tensor(meta["validation_index"], dtype=torch.int64)] = True
+            out = replace(out, meta={**meta, "validation_index": was_val[idx].nonzero().squeeze(1)})
     if n_test is not None and n_test < len(data.x_test):
         idx = torch.randperm(len(data.x_test), generator=torch.Generator().manual_seed(seed + 1))[:n_test]
         out = replace(out, x_test=data.x_test[idx], y_test=data.y_test[idx])
@@ -169,4 +174,4 @@ def dataset_names() -> list[str]:
 
 
 def _load_builtin() -> None:
-    from distill.data import arrays, folder, tabular, vision  # noqa: F401  (registers the sources)
+    from distill.data import arrays, audio, folder, tabular, vision  # noqa: F401  (registers the sources)

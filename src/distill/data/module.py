@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from distill.config import DataConfig
-from distill.data.augment import AugmentSpec, apply_views, normalize, sample_views
+from distill.data.augment import AugmentSpec, apply_views, normalize, sample_views, spec_for
 from distill.data.base import ImageData, load_dataset
 from distill.errors import DataError
 
@@ -55,7 +55,10 @@ class DataModule:
     """Holds train/val/test as uint8 tensors and yields normalised (optionally augmented) batches.
 
     The validation split is carved from the official training split with a seeded permutation, so it is the
-    same on every run with the same ``seed``; the test split is only ever used for evaluation.
+    same on every run with the same ``seed``, unless the dataset brings its own (``meta["validation_index"]``: the
+    positions of its validation samples in ``x_train``, e.g. the speech corpus's held-out speakers), which is then
+    used whatever ``val_size`` says (``val_size=0`` still means none); the test split is only ever used for
+    evaluation.
     """
 
     def __init__(
@@ -85,15 +88,24 @@ class DataModule:
         if eval_batch_size < 1:
             raise DataError(f"eval_batch_size must be >= 1, got {eval_batch_size}")
         split_seed = seed if split_seed is None else split_seed  # e.g. a saved teacher's split, whatever the seed
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(split_seed))
-        val_idx, train_idx = perm[:n_val].sort().values, perm[n_val:].sort().values
+        fixed = data.meta.get("validation_index")
+        if fixed is not None and len(fixed) and n_val > 0:  # the dataset's own validation split (e.g. held-out speakers)
+            val_idx = torch.as_tensor(fixed, dtype=torch.int64).unique()
+            if len(val_idx) == 0 or len(val_idx) >= n:
+                raise DataError(f"{data.name}: its validation split has {len(val_idx)} of {n} training samples")
+            keep = torch.ones(n, dtype=torch.bool)
+            keep[val_idx] = False
+            train_idx = keep.nonzero().squeeze(1)
+        else:
+            perm = torch.randperm(n, generator=torch.Generator().manual_seed(split_seed))
+            val_idx, train_idx = perm[:n_val].sort().values, perm[n_val:].sort().values
         self.data = data
         self.x_train, self.y_train = data.x_train[train_idx], data.y_train[train_idx]
         self.x_val, self.y_val = data.x_train[val_idx], data.y_train[val_idx]
         self.x_test, self.y_test = data.x_test, data.y_test
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.seed = seed
-        self.spec = AugmentSpec(data.crop_padding, data.hflip) if augment else AugmentSpec()
+        self.spec = spec_for(data) if augment else AugmentSpec()  # crop/flip, and speech ones from meta
         self.mean = torch.tensor(data.mean, dtype=torch.float32)
         self.std = torch.tensor(data.std, dtype=torch.float32)
         self.rank, self.world_size = rank, world_size
@@ -172,7 +184,7 @@ class DataModule:
                 t_logits = cache.logits_for(epoch, idx).to(device, non_blocking=True)
             elif views is not None:
                 sl = slice(start, start + len(idx))
-                x = apply_views(x, type(views)(views.dy[sl], views.dx[sl], views.flip[sl]), self.spec)
+                x = apply_views(x, views[sl], self.spec)
             yield Batch(normalize(x, mean, std), self.y_train[idx].to(device, non_blocking=True), idx, t_logits)
 
     def eval_batches(self, split: str, device: torch.device | str = "cpu") -> Iterator[Batch]:

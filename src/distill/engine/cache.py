@@ -17,7 +17,8 @@ Modes (``cache.mode`` in a recipe):
 Storage: one directory per key under ``dir`` with ``.npy`` files opened as numpy memmaps —
 ``logits.npy`` ``(K, N, C)`` float16, or with ``topk = k``: ``values.npy`` ``(K, N, k)`` float16 (the k largest
 logits), ``indices.npy`` ``(K, N, k)`` int16/int32 and ``tail.npy`` ``(K, N)`` float16, plus ``views.npy``
-``(K, N, 3)`` int16 (crop offsets ``dy, dx`` and the flip flag) and ``meta.json`` (the key, shapes and the sha256
+``(K, N, 3)`` int16 (crop offsets ``dy, dx`` and the flip flag; ``(K, N, 10)`` with the speech augmentation's
+seven columns, :data:`~distill.data.augment.SPEECH_COLUMNS`) and ``meta.json`` (the key, shapes and the sha256
 of every file). A directory whose files are missing, truncated or whose checksums differ is rebuilt.
 
 Building costs about what the teacher's forward passes in the KD loop cost (or less), so one student with ``K = E``
@@ -112,7 +113,8 @@ class TeacherCache:
     def views_for(self, epoch: int, index: Tensor) -> Views:
         """The recorded augmentation of samples ``index`` (positions in the training split) for ``epoch``."""
         v = self._views[self.slot(epoch)][index]
-        return Views(v[:, 0].clone(), v[:, 1].clone(), v[:, 2].bool())
+        speech = v[:, 3:].clone() if v.shape[1] > 3 else None  # the speech columns, when recorded
+        return Views(v[:, 0].clone(), v[:, 1].clone(), v[:, 2].bool(), speech)
 
     def _load_slot(self, k: int) -> dict[str, Tensor]:
         # one view slot is read into RAM once per epoch (N·C·2 bytes), then indexed per batch
@@ -208,12 +210,12 @@ def _compute(
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     g = torch.Generator().manual_seed(seed * 1_000_003 + 7)  # fixed generator: the views depend only on the seed
     recorded = [sample_views(n, spec, g) for _ in range(k_views)]
-    views_np = np.stack([torch.stack([v.dy, v.dx, v.flip.long()], 1).numpy() for v in recorded]).astype(np.int16)
+    views_np = np.stack([_view_columns(v).numpy() for v in recorded]).astype(np.int16)
     forward_batch = min(batch_size, CPU_FORWARD_BATCH) if device.type == "cpu" else batch_size
 
     def view_of(xb: Tensor, k: int, sl: slice) -> Tensor:
         v = recorded[k]
-        x = apply_views(xb, Views(v.dy[sl], v.dx[sl], v.flip[sl]), spec) if spec.enabled else xb
+        x = apply_views(xb, v[sl], spec) if spec.enabled else xb
         return normalize(x, mean_d, std_d)
 
     probe = view_of(x_train[:forward_batch].to(device), 0, slice(0, forward_batch))
@@ -263,7 +265,7 @@ def _compute(
         "num_classes": c,
         "topk": min(topk, c) if topk else None,
         "seed": seed,
-        "augment": {"crop_padding": spec.crop_padding, "hflip": spec.hflip},
+        "augment": spec.describe(),
         "files": files,
         "sizes": sizes,
     }
@@ -278,6 +280,16 @@ def _compute(
         shutil.rmtree(tmp, ignore_errors=True)
         return False
     return True
+
+
+def _view_columns(v: Views) -> Tensor:
+    """``(N, 3)`` crop offsets and flip flag, ``(N, 10)`` with the speech columns: what ``views.npy`` stores."""
+    cols = torch.stack([v.dy, v.dx, v.flip.long()], 1)
+    if v.speech is not None:
+        if len(v.speech) and int(v.speech.abs().max()) >= 2**15:
+            raise CacheError("a speech augmentation parameter does not fit the cache's int16 views")
+        cols = torch.cat([cols, v.speech], 1)
+    return cols
 
 
 def _cpu_streams(threads: int, forward_batch: int) -> int:

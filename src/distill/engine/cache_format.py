@@ -42,7 +42,7 @@ def cache_key(
         "format": FORMAT,
         "teacher": teacher_sha,
         "data": data_sha,
-        "augment": {"crop_padding": spec.crop_padding, "hflip": spec.hflip},
+        "augment": spec.describe(),  # crop and flip only, unless the speech augmentations are on
         "views": views,
         "seed": seed,
         "topk": topk,
