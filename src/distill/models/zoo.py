@@ -56,7 +56,7 @@ def model_names() -> list[str]:
 
 def _load_builtin() -> None:
     # Importing the modules runs their @register_model decorators.
-    from distill.models import cifar, mlp, small  # noqa: F401
+    from distill.models import cifar, kws, mlp, small  # noqa: F401
 
 
 def _load_format(directory: Path, spec: dict[str, Any], device: str | torch.device) -> nn.Module:
