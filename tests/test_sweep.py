@@ -159,3 +159,23 @@ def test_sweep_distils_from_a_signed_ensemble(tmp_path):
     with pytest.raises(Exception, match="changed after signing"):
         sweep(RECIPE, tmp_path / "again", trials=1, overrides=[*TINY, *keyed], html=False, progress=False)
     assert not (tmp_path / "again").exists()
+
+
+def test_a_model_family_registers_its_own_search_space():
+    from distill.models.search_space import SEARCH_SPACES, register_search_space
+
+    sample, what = architecture_space("lenet5", {"k": 1})
+    assert what == "lenet5 (no size knob: hyper-parameters only)" and sample(None) == ("lenet5", {"k": 1})
+
+    @register_search_space("lenet5", "lenet5 or a cnn of width 2–4")
+    def space(trial, kwargs):
+        return ("cnn", {**kwargs, "width": trial.suggest_int("width", 2, 4)}) if trial.suggest_int("c", 0, 1) else (
+            "lenet5", dict(kwargs))  # fmt: skip
+
+    try:
+        sample, what = architecture_space("lenet5", {"k": 1})
+        assert what == "lenet5 or a cnn of width 2–4"
+        assert sample(optuna.trial.FixedTrial({"c": 1, "width": 3})) == ("cnn", {"k": 1, "width": 3})
+    finally:
+        SEARCH_SPACES.remove("lenet5")
+    assert architecture_space("lenet5", {})[1] == "lenet5 (no size knob: hyper-parameters only)"

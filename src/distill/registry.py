@@ -45,6 +45,11 @@ class Registry(Generic[T]):
         """Register ``obj`` under ``name`` without a decorator."""
         return self.register(name)(obj)
 
+    def remove(self, name: str) -> T:
+        """Unregister ``name`` (e.g. a test's toy entry) and return what it named."""
+        self.get(name)  # an unknown name is an UnknownNameError, as for a lookup
+        return self._items.pop(name)
+
     def get(self, name: str) -> T:
         if name not in self._items:
             raise UnknownNameError(suggest(name, list(self._items), self.kind))

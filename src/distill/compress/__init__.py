@@ -1,6 +1,7 @@
 """Compression beyond distillation: pruning (with distillation to recover), int8 quantization, ONNX export.
 
-The pieces work on any ``nn.Module``; :func:`compress` chains them on a saved model (``distill compress``).
+The pieces work on any ``nn.Module``; :func:`compress` runs them on a saved model (``distill compress``) as the
+stages registered with :func:`register_stage`, in their declared order.
 torch-pruning is imported only by structural pruning, and onnx/onnxruntime only by export, so a saved pruned or
 quantized model loads with neither installed.
 """
@@ -30,6 +31,7 @@ from distill.compress.quantize import (
     quantize_static,
     save_quantized,
 )
+from distill.compress.stages import COMPRESS_STAGES, register_stage
 from distill.trust import verify_model
 
 
@@ -47,6 +49,7 @@ def load_compressed(directory: str | Path, public_key: str | Path | None = None)
 
 
 __all__ = [
+    "COMPRESS_STAGES",
     "CompressConfig",
     "Quantized",
     "build_from_spec",
@@ -60,6 +63,7 @@ __all__ = [
     "prepare_qat",
     "quantize_dynamic",
     "quantize_static",
+    "register_stage",
     "save_pruned",
     "save_quantized",
     "sparsity_report",

@@ -1,6 +1,7 @@
 """``distill compress``: input model → prune → distil to recover → int8 → ONNX, measuring every stage.
 
-Every stage is optional. Each writes a model directory under the output directory (``pruned/``, ``recovered/``,
+The stages are registered in :data:`~distill.compress.stages.COMPRESS_STAGES` and run in their declared order;
+every stage is optional. Each writes a model directory under the output directory (``pruned/``, ``recovered/``,
 ``quantized/``, ``export/``) and one row of ``report.json`` / ``report.md``: test accuracy (and its drop from the
 input, in points), parameters, size on disk, CPU latency at the bench batch sizes and the speed-up over the input.
 The recovery stage distils the pruned model from the unpruned input (any registered method), so the teacher is
@@ -16,7 +17,6 @@ from typing import Any
 
 from distill import config as C
 from distill.artifacts import write_json, write_manifest
-from distill.compress import prune as P
 from distill.compress.recipe import (
     CompressConfig,
     ExportStage,
@@ -28,7 +28,7 @@ from distill.compress.recipe import (
     load_input,
     load_recipe,
 )
-from distill.compress.stages import _Run
+from distill.compress.stages import COMPRESS_STAGES, Carry, _Run, register_stage, run_stages
 from distill.data.module import load_datamodule
 from distill.engine.setup import resolve_device, seed_everything
 from distill.errors import CheckpointError
@@ -36,9 +36,10 @@ from distill.models.preprocess import differs
 from distill.report.markdown import format_cell as _fmt
 from distill.workflow import rundir
 
-# the recipe lives in distill.compress.recipe, the stages in distill.compress.stages; importable from here as before
+# the recipe lives in distill.compress.recipe, the stages (and their registry) in distill.compress.stages
 __all__ = [
     "COLUMNS",
+    "COMPRESS_STAGES",
     "CompressConfig",
     "ExportStage",
     "PruneStage",
@@ -50,6 +51,7 @@ __all__ = [
     "load_input",
     "load_recipe",
     "markdown",
+    "register_stage",
 ]
 
 
@@ -92,22 +94,7 @@ def compress(
     teacher = other_teacher if other_teacher is not None else copy.deepcopy(model)
     run.teacher_logits = run.test_logits(model)
     run.add("input", model, Path(model_dir) / "model.safetensors", source=str(model_dir))
-    current, cur_spec = copy.deepcopy(model).requires_grad_(True), spec
-
-    if cfg.prune.enabled:
-        current, cur_spec, info = run.prune(current, spec, teacher)
-        run.add("pruned", current, P.save_pruned(out / "pruned", current, cur_spec), **info)
-        cur_spec = P.read_spec(out / "pruned")
-    if cfg.recover.enabled:
-        info = run.recover(current, teacher, cfg.recover.train, out / "recovered", "recover")
-        P.make_permanent(current)
-        run.add("recovered", current, P.save_pruned(out / "recovered", current, cur_spec), **info)
-        cur_spec = P.read_spec(out / "recovered")
-    current = current.cpu().eval()
-    if cfg.quantize.enabled:
-        run.quantize(current, teacher, cur_spec)
-    if cfg.export.enabled:
-        run.export(current)
+    run_stages(run, Carry(copy.deepcopy(model).requires_grad_(True), spec, teacher))
 
     report = run.report(time.perf_counter() - t_start, spec)
     write_json(out / "report.json", report)

@@ -1,11 +1,18 @@
 """One compress run's stages (prune, recover, quantize, export) and the row each adds to the report (see
-:mod:`distill.compress.pipeline`)."""
+:mod:`distill.compress.pipeline`).
+
+Every stage is registered in :data:`COMPRESS_STAGES` with :func:`register_stage`, which declares its position in
+the run, when it applies (by default: its recipe section's ``enabled`` flag), what it needs and produces, and the
+report rows it adds; :func:`run_stages` runs the ones that apply in their order. A new compression step is one
+function registered here (or in any module imported before the run) — the pipeline needs no change.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +27,7 @@ from distill.compress.recipe import CompressConfig
 from distill.distillers.base import build_distiller
 from distill.engine.callbacks import MetricsLogger, ProgressBar
 from distill.engine.trainer import OptimSettings, Trainer
+from distill.registry import Registry
 from distill.report.bench import count_params, latency_ms, size_on_disk
 from distill.report.metrics import classification_metrics, predict
 
@@ -206,3 +214,115 @@ def _extra_versions() -> dict[str, str]:
         except md.PackageNotFoundError:
             pass
     return out
+
+
+# -- the registered stages -----------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Carry:
+    """What the stages hand on: the model being compressed, its ``model.json`` spec, the recovery teacher."""
+
+    model: nn.Module
+    spec: dict[str, Any]
+    teacher: nn.Module
+    frozen: bool = False  # set once the model is on the CPU in eval mode (see ``CompressStage.needs``)
+
+
+# what a stage may need and produce: Carry's fields; "frozen model" is the model on the CPU in eval mode, which the
+# run makes it (once, for good) before the first stage that needs it
+CARRIED = ("model", "frozen model", "spec", "teacher")
+StageFn = Callable[[_Run, Carry], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class CompressStage:
+    """One registered step of ``distill compress`` (see :func:`register_stage`)."""
+
+    name: str
+    order: int
+    fn: StageFn
+    applies: Callable[[CompressConfig], bool]
+    needs: tuple[str, ...]
+    produces: tuple[str, ...]
+    rows: tuple[str, ...]
+
+    def run(self, run: _Run, carry: Carry) -> None:
+        if "frozen model" in self.needs and not carry.frozen:
+            carry.model, carry.frozen = carry.model.cpu().eval(), True
+        self.fn(run, carry)
+
+
+COMPRESS_STAGES: Registry[CompressStage] = Registry("compress stage")
+
+
+def register_stage(
+    name: str,
+    order: int,
+    needs: tuple[str, ...] = ("model",),
+    produces: tuple[str, ...] = (),
+    rows: tuple[str, ...] = (),
+    applies: Callable[[CompressConfig], bool] | None = None,
+) -> Callable[[StageFn], StageFn]:
+    """Decorator: ``@register_stage("prune", order=10, ...)`` on ``fn(run, carry)``, which reads and updates the
+    :class:`Carry` and adds its report rows through ``run`` (``rows``: the ones it may add, e.g. ``onnx_int8``).
+
+    Stages run in ascending ``order`` (the built-ins: prune 10, recover 20, quantize 30, export 40). ``applies``
+    says from the recipe whether the stage runs; by default, when the recipe section named ``name`` is enabled.
+    ``needs`` and ``produces`` name :data:`CARRIED` things: what the stage reads, and what it replaces.
+    """
+    for what in (*needs, *produces):
+        if what not in CARRIED:
+            raise ValueError(f"compress stage {name!r}: unknown {what!r}; a stage needs and produces {CARRIED}")
+    if name in COMPRESS_STAGES:
+        raise ValueError(f"compress stage {name!r} is registered twice")
+    taken = {s.order: s.name for s in stage_order()}
+    if order in taken:
+        raise ValueError(f"compress stage {name!r}: order {order} is {taken[order]!r}'s")
+
+    def when(cfg: CompressConfig) -> bool:
+        return bool(getattr(cfg, name).enabled)
+
+    def deco(fn: StageFn) -> StageFn:
+        stage = CompressStage(name, order, fn, applies or when, tuple(needs), tuple(produces), tuple(rows))
+        COMPRESS_STAGES.add(name, stage)
+        return fn
+
+    return deco
+
+
+def stage_order() -> list[CompressStage]:
+    """Every registered stage, in the order a run takes them."""
+    return sorted((COMPRESS_STAGES.get(n) for n in COMPRESS_STAGES), key=lambda s: s.order)
+
+
+def run_stages(run: _Run, carry: Carry) -> None:
+    """Run the registered stages that apply to ``run``'s recipe, in their order."""
+    for stage in stage_order():
+        if stage.applies(run.cfg):
+            stage.run(run, carry)
+
+
+@register_stage("prune", 10, needs=("model", "spec", "teacher"), produces=("model", "spec"), rows=("pruned",))
+def _prune(run: _Run, c: Carry) -> None:
+    c.model, spec, info = run.prune(c.model, c.spec, c.teacher)
+    run.add("pruned", c.model, P.save_pruned(run.out / "pruned", c.model, spec), **info)
+    c.spec = P.read_spec(run.out / "pruned")
+
+
+@register_stage("recover", 20, needs=("model", "spec", "teacher"), produces=("model", "spec"), rows=("recovered",))
+def _recover(run: _Run, c: Carry) -> None:
+    info = run.recover(c.model, c.teacher, run.cfg.recover.train, run.out / "recovered", "recover")
+    P.make_permanent(c.model)
+    run.add("recovered", c.model, P.save_pruned(run.out / "recovered", c.model, c.spec), **info)
+    c.spec = P.read_spec(run.out / "recovered")
+
+
+@register_stage("quantize", 30, needs=("frozen model", "spec", "teacher"), rows=("quantized",))
+def _quantize(run: _Run, c: Carry) -> None:
+    run.quantize(c.model, c.teacher, c.spec)
+
+
+@register_stage("export", 40, needs=("frozen model",), rows=("onnx", "onnx_int8"))
+def _export(run: _Run, c: Carry) -> None:
+    run.export(c.model)

@@ -89,7 +89,7 @@ class DataModule:
             raise DataError(f"eval_batch_size must be >= 1, got {eval_batch_size}")
         split_seed = seed if split_seed is None else split_seed  # e.g. a saved teacher's split, whatever the seed
         fixed = data.meta.get("validation_index")
-        if fixed is not None and len(fixed) and n_val > 0:  # the dataset's own validation split (e.g. held-out speakers)
+        if fixed is not None and len(fixed) and n_val > 0:  # the dataset's own split (e.g. held-out speakers)
             val_idx = torch.as_tensor(fixed, dtype=torch.int64).unique()
             if len(val_idx) == 0 or len(val_idx) >= n:
                 raise DataError(f"{data.name}: its validation split has {len(val_idx)} of {n} training samples")

@@ -13,11 +13,13 @@ ReLUs are never in-place, so a feature captured by a forward hook is not overwri
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from distill.errors import ConfigError
+from distill.models.search_space import register_family_space, register_search_space
 from distill.models.zoo import register_model
 
 
@@ -125,6 +127,8 @@ for _depth in (8, 14, 20, 32, 44, 56, 110):
     _resnet(_depth)
 _resnet(8, x4=True)
 _resnet(32, x4=True)
+register_family_space(r"resnet\d+", exclude=("resnet110",))  # distill sweep: another depth of the family
+register_family_space(r"resnet\d+x4")
 
 
 # --- Wide ResNet (Zagoruyko & Komodakis 2016): pre-activation blocks, depth = 6n + 4 -------------------------------
@@ -177,6 +181,13 @@ def wrn(
     return WideResNet(depth, widen_factor, dropout, num_classes, in_channels)
 
 
+@register_search_space("wrn", "wrn depth 10–28, widen factor 1–4")
+def wrn_space(trial: Any, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``distill sweep``: the depth and the widen factor."""
+    depth = trial.suggest_categorical("depth", [10, 16, 22, 28])
+    return "wrn", {**kwargs, "depth": depth, "widen_factor": trial.suggest_int("widen_factor", 1, 4)}
+
+
 def _wrn(depth: int, k: int) -> None:
     def factory(num_classes: int = 10, in_channels: int = 3, dropout: float = 0.0) -> nn.Module:
         return WideResNet(depth, k, dropout, num_classes, in_channels)
@@ -188,6 +199,7 @@ def _wrn(depth: int, k: int) -> None:
 
 for _depth, _k in ((16, 1), (16, 2), (40, 1), (40, 2)):
     _wrn(_depth, _k)
+register_family_space(r"wrn_\d+_\d+")
 
 
 # --- VGG with BatchNorm (CIFAR variant: 5 stages, max-pool before stages 2-4, one linear layer) --------------------
@@ -224,6 +236,7 @@ def _vgg(depth: int) -> None:
 
 for _depth in _VGG_CFGS:
     _vgg(_depth)
+register_family_space(r"vgg\d+")
 
 
 # --- MobileNetV2 (Sandler et al. 2018), CIFAR variant: stride-1 stem and stride-1 second row ----------------------

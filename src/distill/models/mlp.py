@@ -9,10 +9,12 @@ and the same model runs on 28x28 and 32x32 images. The default ``pool_to=8`` kee
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from torch import Tensor, nn
 
 from distill.errors import ConfigError
+from distill.models.search_space import register_search_space
 from distill.models.zoo import register_model
 
 
@@ -60,3 +62,10 @@ def mlp(
 ) -> nn.Module:
     """MLP on the image average-pooled to ``pool_to x pool_to`` (see the module docstring)."""
     return MLP(num_classes, in_channels, hidden, dropout, pool_to)
+
+
+@register_search_space("mlp", "mlp hidden width 16–512, 1–3 layers")
+def mlp_space(trial: Any, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``distill sweep``: one hidden width for 1–3 layers."""
+    width, layers = trial.suggest_int("hidden", 16, 512, log=True), trial.suggest_int("layers", 1, 3)
+    return "mlp", {**kwargs, "hidden": [width] * layers}

@@ -6,10 +6,13 @@ points in ``feature_layers``, ``penultimate`` and ``classifier``.
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor, nn
 
 from distill.errors import ConfigError
 from distill.models.cifar import conv_bn_act, kaiming_init, pool_flatten
+from distill.models.search_space import register_search_space
 from distill.models.zoo import register_model
 
 
@@ -79,3 +82,13 @@ def cnn(
 ) -> nn.Module:
     """A small VGG-like CNN; ``width`` sets the first stage's channels, ``blocks`` the convs per stage."""
     return SimpleCNN(num_classes, in_channels, width, blocks, dropout)
+
+
+@register_search_space("cnn", "cnn width 2–32, blocks 1–3")
+def cnn_space(trial: Any, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``distill sweep``: the first stage's width and the convs per stage."""
+    return "cnn", {
+        **kwargs,
+        "width": trial.suggest_int("width", 2, 32, log=True),
+        "blocks": trial.suggest_int("blocks", 1, 3),
+    }

@@ -3,7 +3,6 @@ callback that prunes hopeless trials (part of :mod:`distill.sweep`)."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -11,7 +10,7 @@ from distill.distillers import DISTILLERS
 from distill.distillers.base import method_temperature
 from distill.engine.callbacks import Callback
 from distill.errors import ConfigError
-from distill.models.zoo import model_names
+from distill.models.search_space import choose, find_search_space
 
 OBJECTIVES = {"acc": ["maximize"], "acc_latency": ["maximize", "minimize"], "acc_params": ["maximize", "minimize"]}
 Space = Callable[[Any], tuple[str, dict[str, Any]]]  # trial -> (model name, kwargs)
@@ -30,45 +29,15 @@ def _optuna() -> Any:
 
 
 def architecture_space(model: str, kwargs: dict[str, Any]) -> tuple[Space, str]:
-    """A sampler of student architectures in ``model``'s zoo family, and a line saying what it searches."""
+    """A sampler of student architectures in ``model``'s zoo family, and a line saying what it searches.
 
-    def cnn(t: Any) -> tuple[str, dict[str, Any]]:
-        return "cnn", {
-            **kwargs,
-            "width": t.suggest_int("width", 2, 32, log=True),
-            "blocks": t.suggest_int("blocks", 1, 3),
-        }
-
-    def mlp(t: Any) -> tuple[str, dict[str, Any]]:
-        width, layers = t.suggest_int("hidden", 16, 512, log=True), t.suggest_int("layers", 1, 3)
-        return "mlp", {**kwargs, "hidden": [width] * layers}
-
-    def wrn(t: Any) -> tuple[str, dict[str, Any]]:
-        depth = t.suggest_categorical("depth", [10, 16, 22, 28])
-        return "wrn", {**kwargs, "depth": depth, "widen_factor": t.suggest_int("widen_factor", 1, 4)}
-
-    spaces = {
-        "cnn": (cnn, "cnn width 2–32, blocks 1–3"),
-        "mlp": (mlp, "mlp hidden width 16–512, 1–3 layers"),
-        "wrn": (wrn, "wrn depth 10–28, widen factor 1–4"),
-    }
-    if model in spaces:
-        return spaces[model]
-    for pattern in (r"resnet\d+", r"resnet\d+x4", r"wrn_\d+_\d+", r"vgg\d+"):
-        if re.fullmatch(pattern, model):
-            family = sorted((n for n in model_names() if re.fullmatch(pattern, n) and n != "resnet110"), key=_depth_key)
-            return _choice(family, kwargs), f"one of {', '.join(family)}"
-    return _choice([model], kwargs), f"{model} (no size knob: hyper-parameters only)"
-
-
-def _choice(family: list[str], kwargs: dict[str, Any]) -> Space:
-    if len(family) == 1:
-        return lambda t: (family[0], dict(kwargs))
-    return lambda t: (t.suggest_categorical("model", family), dict(kwargs))
-
-
-def _depth_key(name: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in re.findall(r"\d+", name))
+    Each family registers its space next to its model (:mod:`distill.models.search_space`); a model without one
+    is swept over the method's hyper-parameters only.
+    """
+    space = find_search_space(model)
+    if space is None:
+        return (lambda t: choose([model], t, kwargs)), f"{model} (no size knob: hyper-parameters only)"
+    return (lambda t: space.sample(t, kwargs)), space.what()
 
 
 def method_space(method: str, lr: float) -> tuple[Callable[[Any], tuple[dict[str, Any], float]], str]:
