@@ -23,6 +23,7 @@ from distill.report import plots
 from distill.report.html import PREDICTIONS, build_html, load_predictions
 
 SECTIONS = ["accuracy", "cost", "curves", "pareto", "per-class", "confusion", "agreement", "calibration", "temperature"]
+SECTIONS += ["examples"]  # the run's saved test inputs ("Inputs": tests/test_report_examples.py)
 TINY = [
     "data.name=synthetic",
     "data.val_size=32",

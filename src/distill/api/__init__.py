@@ -34,6 +34,7 @@ from distill.engine import distributed as D
 from distill.engine.setup import resolve_device, seed_everything
 from distill.engine.tracking import log_run
 from distill.models.transfer import init_from_teacher
+from distill.report.examples import save_examples
 from distill.report.html import save_predictions
 from distill.report.markdown import write_reports
 from distill.report.metrics import classification_metrics, predict
@@ -117,6 +118,7 @@ def run(
     t_test, y_test = predict(teacher, dm.eval_batches("test", device), device)
     if D.is_main():
         save_predictions(teacher_dir, t_test, y_test)  # for report.html: per-class, confusion, calibration
+        save_examples(out, data.x_test, data.y_test, data.classes, getattr(data, "meta", None))  # "Inputs" figure
     rows = {
         "teacher": {
             "name": "teacher",

@@ -267,6 +267,15 @@ def audio_folder(
         meta={
             "source": str(base),
             "kind": "log-mel",
+            "input_kind": "log-mel",  # what the images are, for plots (image datasets have none: "image")
+            "input_axes": {
+                "hop_ms": hop_ms,  # width: frame i is centred at i * hop_ms (centred STFT frames)
+                "n_mels": s.n_mels,  # height: mel bands, low to high frequency
+                "sample_rate": s.sample_rate,
+                "fmin": s.fmin,
+                "fmax": s.fmax,
+                "top_db": s.top_db,  # q = 0 is -top_db dBFS, q = 255 is 0 dBFS: dB = q * top_db / 255 - top_db
+            },
             "features": s.as_dict(),
             "db_mapping": f"q = clip(round((dB + {s.top_db:g}) * 255 / {s.top_db:g}), 0, 255), dB re full scale",
             "validation_index": torch.arange(n_train, len(x_train)),

@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from distill.artifacts import atomic_write
 from distill.errors import DistillError
+from distill.report.examples import Examples, load_examples
 
 PREDICTIONS = "test_logits.safetensors"
 
@@ -62,6 +63,7 @@ class Run:
     classes: list[str]
     labels: np.ndarray | None = None
     note: str = ""  # why predictions are missing, when they are
+    examples: Examples | None = None  # a few test inputs (examples.safetensors), when the run saved them
 
 
 @dataclass
@@ -102,6 +104,7 @@ def collect_run(
         models.append(m)
     classes = models[0].spec.get("classes") or [str(i) for i in range(report["dataset"]["classes"])]
     run = Run(run_dir, run_dir.resolve().name, report, models, [str(c) for c in classes])
+    run.examples = load_examples(run_dir)
     _attach_predictions(run, rerun)
     return run
 

@@ -3,7 +3,8 @@ the teacher and every student of one or more run directories, and the trials of 
 
 Numbers in the tables come from each run's ``report.json`` (every cell carries the raw value in ``data-value``);
 per-class accuracy, confusion matrices, agreement and calibration come from the test-set logits that
-:func:`distill.api.run` saves beside each model (``test_logits.safetensors``).
+:func:`distill.api.run` saves beside each model (``test_logits.safetensors``); the "Inputs" section shows the few
+test inputs it saves in the run directory (``examples.safetensors``, see :mod:`distill.report.examples`).
 
 This module only reads files and renders them. What it cannot read, its caller may supply: ``rerun`` re-runs the
 saved models of an older run (made before logits were saved) on its test split, and ``temperature`` gives a method's
@@ -48,6 +49,7 @@ from distill.report.sections import (
     section_confusion,
     section_cost,
     section_curves,
+    section_examples,
     section_pareto,
     section_per_class,
     section_sweep,
@@ -86,6 +88,7 @@ __all__ = [
     "section_confusion",
     "section_cost",
     "section_curves",
+    "section_examples",
     "section_pareto",
     "section_per_class",
     "section_sweep",
@@ -132,6 +135,9 @@ def build_html(paths: list[Path], rerun: Rerun | None = None, temperature: Tempe
         temp = section_temperature(runs)
         if temp:
             sections.append(("temperature", "Teacher at T = 1 and at the training temperature", temp))
+        examples = section_examples(runs)
+        if examples:  # runs made before examples were saved have none
+            sections.append(("examples", "Inputs: test examples", examples))
     for s in sweeps:
         sections.append((f"sweep-{s.name}", f"Sweep {s.name}", section_sweep(s)))
     nav = "".join(f'<a href="#{e(i)}">{e(t)}</a>' for i, t, _ in sections)

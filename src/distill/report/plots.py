@@ -250,3 +250,52 @@ def temperature_example(
     ax.legend()
     fig.tight_layout()
     return to_data_uri(fig)
+
+
+def _grid(n: int, panel: tuple[float, float], extra_w: float = 0.0) -> tuple[plt.Figure, np.ndarray]:
+    cols = min(8, n)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(panel[0] * cols + extra_w, panel[1] * rows + 0.3), squeeze=False, layout="constrained"
+    )
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    return fig, axes
+
+
+def spectrogram_grid(db: np.ndarray, titles: Sequence[str], hop_s: float, db_range: tuple[float, float]) -> str:
+    """Log-mel spectrograms ``db`` ``(n, bands, frames)`` in dBFS, one panel each (low bands at the bottom, time in
+    seconds with frame ``i`` centred at ``i * hop_s``), on one colour scale ``db_range`` with a shared colour bar."""
+    n, bands, frames = db.shape
+    fig, axes = _grid(n, (2.0, 1.45), extra_w=0.8)
+    extent = (-hop_s / 2, (frames - 0.5) * hop_s, -0.5, bands - 0.5)
+    im = None
+    for i, (ax, title) in enumerate(zip(axes.flat, titles, strict=False)):
+        im = ax.imshow(
+            db[i], origin="lower", aspect="auto", extent=extent, cmap="magma", vmin=db_range[0], vmax=db_range[1]
+        )
+        ax.grid(False)
+        ax.set_title(title, fontsize=8)
+        ax.tick_params(labelsize=7)
+        if i % axes.shape[1] == 0:
+            ax.set_ylabel("mel band", fontsize=7)
+        if i + axes.shape[1] >= n:
+            ax.set_xlabel("time (s)", fontsize=7)
+    if im is not None:
+        fig.colorbar(im, ax=axes.ravel().tolist(), label="dBFS", shrink=0.9)
+    return to_data_uri(fig)
+
+
+def image_grid(images: np.ndarray, titles: Sequence[str]) -> str:
+    """uint8 images ``(n, C, H, W)`` as stored, one panel each: grey for one channel, RGB for three (else the first)."""
+    n, c, h, w = images.shape
+    side = 1.3 if max(h, w) <= 64 else 1.8
+    fig, axes = _grid(n, (side * min(2.0, max(0.5, w / h)), side + 0.2))
+    for ax, img, title in zip(axes.flat, images, titles, strict=False):
+        if c == 3:
+            ax.imshow(np.transpose(img, (1, 2, 0)), interpolation="nearest")
+        else:
+            ax.imshow(img[0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        ax.set_axis_off()
+        ax.set_title(title, fontsize=8)
+    return to_data_uri(fig)

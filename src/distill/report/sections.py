@@ -10,6 +10,7 @@ import numpy as np
 
 from distill.report import plots
 from distill.report.collect import Model, Run, Sweep
+from distill.report.examples import Examples, uint8_to_db
 
 # -- formatting ----------------------------------------------------------------------------------------------------
 
@@ -279,6 +280,40 @@ def section_temperature(runs: list[Run]) -> str:
             + f'<p class="note">Students trained with a temperature: {e(users)}. Softening spreads the teacher\'s '
             "probability over the wrong classes — the “dark knowledge” the student learns from.</p>"
         )
+    return "".join(out)
+
+
+def examples_figure(ex: Examples) -> str:
+    """The figure of a run's saved test inputs and a note saying what they are."""
+    titles = [ex.class_name(int(y)) for y in ex.labels]
+    per = ex.info.get("per_class", 2)
+    first = f"The first {per} test samples of each class (at most {ex.info.get('max_classes', 16)} classes)"
+    if ex.kind == "log-mel":
+        a = ex.info.get("axes") or {}
+        top_db, hop_ms = float(a.get("top_db", 80.0)), float(a.get("hop_ms", 10.0))
+        db = uint8_to_db(ex.inputs[:, 0], top_db)
+        uri = plots.spectrogram_grid(db, titles, hop_ms / 1000, (-top_db, 0.0))
+        band = f" ({a['fmin']:g}–{a['fmax']:g} Hz)" if "fmin" in a and "fmax" in a else ""
+        note = (
+            f"{first}, as the models see them: log-mel spectrograms, {ex.inputs.shape[2]} mel bands{band} from low "
+            f"(bottom) to high, {ex.inputs.shape[3]} frames {hop_ms:g} ms apart; colour in dB re full scale "
+            f"(uint8 q → dB = q · {top_db:g} / 255 − {top_db:g})."
+        )
+        return img(uri, "log-mel spectrograms of test samples") + f'<p class="note">{e(note)}</p>'
+    uri = plots.image_grid(ex.inputs, titles)
+    note = f"{first}, as stored (before normalisation and augmentation)."
+    return img(uri, "test images") + f'<p class="note">{e(note)}</p>'
+
+
+def section_examples(runs: list[Run]) -> str:
+    """Each run's saved test inputs (:mod:`distill.report.examples`); empty when no run saved any."""
+    if not any(r.examples is not None for r in runs):
+        return ""
+    out = []
+    for r in runs:
+        title = f"<h3>{e(r.name)}</h3>" if len(runs) > 1 else ""
+        body = examples_figure(r.examples) if r.examples is not None else '<p class="note">No examples saved.</p>'
+        out.append(title + body)
     return "".join(out)
 
 
