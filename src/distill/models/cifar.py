@@ -24,10 +24,17 @@ from distill.models.zoo import register_model
 
 
 def conv_bn_act(
-    cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1, act: type[nn.Module] | None = nn.ReLU
+    cin: int,
+    cout: int,
+    k: int = 3,
+    stride: int = 1,
+    groups: int = 1,
+    act: type[nn.Module] | None = nn.ReLU,
+    dilation: int = 1,
 ) -> nn.Sequential:
     """Conv (no bias, 'same' padding) -> BatchNorm -> optional activation."""
-    layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
+    conv = nn.Conv2d(cin, cout, k, stride, dilation * (k // 2), dilation=dilation, groups=groups, bias=False)
+    layers: list[nn.Module] = [conv, nn.BatchNorm2d(cout)]
     if act is not None:
         layers.append(act())
     return nn.Sequential(*layers)
@@ -84,10 +91,10 @@ class _Net(nn.Module):
 class BasicBlock(nn.Module):
     """Two 3x3 convs with an identity (or 1x1 conv + BN, when the shape changes) shortcut."""
 
-    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
+    def __init__(self, cin: int, cout: int, stride: int = 1, dilation: int = 1) -> None:
         super().__init__()
-        self.conv1 = conv_bn_act(cin, cout, 3, stride)
-        self.conv2 = conv_bn_act(cout, cout, 3, act=None)
+        self.conv1 = conv_bn_act(cin, cout, 3, stride, dilation=dilation)
+        self.conv2 = conv_bn_act(cout, cout, 3, act=None, dilation=dilation)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or cin != cout:
             self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))

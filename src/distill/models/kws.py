@@ -23,10 +23,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from torch import Tensor, nn
+from torch import nn
 
 from distill.errors import ConfigError
-from distill.models.cifar import _Net, conv_bn_act
+from distill.models.cifar import BasicBlock, _Net, conv_bn_act
 from distill.models.zoo import register_model
 
 # Hello Edge's DS-CNN sizes: channels x depthwise-separable blocks (the paper's small and medium models; its large,
@@ -43,25 +43,6 @@ def _check_width(model: str, **values: int) -> None:
 # --- kws_resnet ---------------------------------------------------------------------------------------------------
 
 
-class ResBlock(nn.Module):
-    """Two 3x3 conv-BN layers (optionally dilated) plus an identity or 1x1 conv + BN shortcut, then ReLU."""
-
-    def __init__(self, cin: int, cout: int, stride: int = 1, dilation: int = 1) -> None:
-        super().__init__()
-        d = dilation
-        self.conv1 = nn.Sequential(
-            nn.Conv2d(cin, cout, 3, stride, d, dilation=d, bias=False), nn.BatchNorm2d(cout), nn.ReLU()
-        )
-        self.conv2 = nn.Sequential(nn.Conv2d(cout, cout, 3, 1, d, dilation=d, bias=False), nn.BatchNorm2d(cout))
-        self.shortcut: nn.Module = nn.Identity()
-        if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-        self.relu = nn.ReLU()
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.relu(self.conv2(self.conv1(x)) + self.shortcut(x))
-
-
 class KWSResNet(_Net):
     """Stem (3x3 conv-BN-ReLU, stride 2), then ``layer1..3`` of ``blocks`` residual blocks at widths w, 2w, 4w and
     strides 2, 2, 1 (``dilation`` in ``layer3``): 40x101 -> 20x51 -> 10x26 -> 5x13 -> 5x13."""
@@ -72,7 +53,7 @@ class KWSResNet(_Net):
         cin, stages = width, []
         for i, (cout, stride) in enumerate(((width, 2), (2 * width, 2), (4 * width, 1))):
             d = dilation if i == 2 else 1
-            blks = [ResBlock(cin if j == 0 else cout, cout, stride if j == 0 else 1, d) for j in range(blocks)]
+            blks = [BasicBlock(cin if j == 0 else cout, cout, stride if j == 0 else 1, d) for j in range(blocks)]
             stages.append(nn.Sequential(*blks))
             cin = cout
         super().__init__(stem, stages, None, cin, num_classes)
