@@ -1,5 +1,6 @@
 """Settings shared by the recipe schema (:mod:`distill.config`) and the library that runs them: how to optimise
-(:class:`OptimSettings`), how teacher outputs are cached (:class:`CacheSettings`) and the range check they use.
+(:class:`OptimSettings`), how teacher outputs are cached (:class:`CacheSettings`), the range check they use and
+the check of ``amp`` (:func:`check_amp`).
 
 A low layer (imports only :mod:`distill.errors`): the recipe schema and the engine both import it, so the recipe
 schema does not import the engine. :mod:`distill.engine.trainer` and :mod:`distill.engine.cache` re-export them.
@@ -14,6 +15,16 @@ from distill.errors import ConfigError
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "multistep", "constant")
 MODES = ("off", "views", "fixed")  # teacher-output cache modes (see distill.engine.cache)
+AMP = (None, "bf16", "fp16")  # autocast: off, bfloat16, float16 (CUDA only)
+
+
+def check_amp(amp: str | None, device_type: str) -> None:
+    """Refuse an ``amp`` setting that is unknown or that the device (``"cpu"``, ``"cuda"`` ...) cannot run: the one
+    check of it, for a recipe before anything trains and for a :class:`~distill.engine.trainer.Trainer`."""
+    if amp not in AMP:
+        raise ConfigError(f"amp must be null, 'bf16' or 'fp16', got {amp!r}")
+    if amp == "fp16" and device_type != "cuda":
+        raise ConfigError("amp='fp16' needs a CUDA device; use amp='bf16' on the CPU")
 
 
 def check_range(

@@ -19,6 +19,7 @@ from distill.engine.setup import resolve_device
 from distill.errors import ConfigError, DistillError
 from distill.models.transfer import init_from_teacher
 from distill.models.zoo import create_model
+from distill.settings import check_amp
 from distill.workflow import rundir
 
 
@@ -134,10 +135,7 @@ def prepare_out_dir(
 def validate_recipe(cfg: C.Config, data: ImageData, dm: DataModule) -> None:
     """Instantiate every model and method on the real shapes; raises on any bad name, parameter or class count."""
     device = resolve_device(cfg.device)
-    if cfg.amp not in (None, "bf16", "fp16"):
-        raise ConfigError(f"amp must be null, 'bf16' or 'fp16', got {cfg.amp!r}")
-    if cfg.amp == "fp16" and device.type != "cuda":
-        raise ConfigError("amp='fp16' needs a CUDA device; use amp='bf16' on the CPU")
+    check_amp(cfg.amp, device.type)
     if cfg.teacher.ensemble:
         teacher = load_ensemble(cfg.teacher.ensemble, data, cfg.teacher.public_key)
     elif cfg.teacher.checkpoint:

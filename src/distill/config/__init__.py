@@ -25,6 +25,7 @@ from distill.config.schema import (
     TeacherConfig,
     TrackingConfig,
     method_optim,
+    optim_with,
 )
 from distill.config.typed import FLOAT32_MAX, MAX_SEED, MAX_THREADS, check_value, from_dict
 from distill.settings import CacheSettings, OptimSettings
@@ -52,6 +53,7 @@ __all__ = [
     "from_dict",
     "load_config",
     "method_optim",
+    "optim_with",
     "parse_override",
     "read_yaml",
     "to_dict",

@@ -169,8 +169,16 @@ class Config:
             )
 
 
+def optim_with(base: OptimSettings, changes: dict[str, Any], where: str = "train") -> OptimSettings:
+    """``base`` with some of its settings changed (a method's or a text student's own ``train``), checked like a
+    recipe's ``train`` section: the one place a partial optimiser section becomes :class:`OptimSettings`."""
+    if not isinstance(changes, dict):
+        raise ConfigError(f"{where} must be a mapping, got {type(changes).__name__}")
+    if not changes:
+        return base
+    return from_dict(OptimSettings, {**dataclasses.asdict(base), **changes}, where)
+
+
 def method_optim(cfg: Config, m: MethodConfig, where: str = "train") -> OptimSettings:
     """The optimiser settings method ``m`` trains with: the recipe's ``train`` with the method's own changes."""
-    if not m.train:
-        return cfg.train
-    return from_dict(OptimSettings, {**dataclasses.asdict(cfg.train), **m.train}, where)
+    return optim_with(cfg.train, m.train, where)

@@ -44,7 +44,7 @@ from distill.engine.callbacks import Callback
 from distill.engine.checkpoints import Checkpoints, TrainState
 from distill.errors import ConfigError, DistillError, Interrupted, terminate_handler
 from distill.report.metrics import classification_metrics, predict
-from distill.settings import OPTIMIZERS, SCHEDULES, OptimSettings  # noqa: F401  (re-exported)
+from distill.settings import OPTIMIZERS, SCHEDULES, OptimSettings, check_amp  # noqa: F401  (re-exported)
 
 TEST_SIGNAL_VAR = "DISTILL_TEST_SIGNAL_AT_STEP"  # the test hook (module docstring)
 # The signals deferred to a step boundary, and the handlers that count as "still Python's default" for each.
@@ -132,10 +132,7 @@ class Trainer(Checkpoints):
         self.optimizer = make_optimizer(model.trainable_parameters(), optim)
         spe = data.steps_per_epoch()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda st: lr_factor(st, spe, optim))
-        if amp not in (None, "bf16", "fp16"):
-            raise ConfigError(f"amp must be null, 'bf16' or 'fp16', got {amp!r}")
-        if amp == "fp16" and self.device.type != "cuda":
-            raise ConfigError("amp='fp16' needs a CUDA device; use amp='bf16' on the CPU")
+        check_amp(amp, self.device.type)
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp or "")
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
         self.state = TrainState()

@@ -1,7 +1,8 @@
 """The text pipeline behind ``distill text RECIPE`` and ``benchmarks/text.py``: data → teacher (loaded, or an
 encoder fine-tuned with a new head by the Trainer, cached as safetensors) → students per method → report rows.
 
-A recipe is a plain mapping (see ``configs/text.yaml``); only this module reads it.
+A recipe is a :class:`~distill.text.recipe.TextRecipe` (see ``configs/text.yaml``): its optimiser sections are the
+image recipes' :class:`~distill.settings.OptimSettings`; its other sections are mappings only the text package reads.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from distill import config as C
 from distill.artifacts import atomic_write, load_model, versions, write_manifest
 from distill.distillers.base import method_temperature
 from distill.engine.cache import hash_tensors, model_hash
@@ -40,7 +42,16 @@ from distill.text.models import (
     load_tokenizer,
     outputs_in_place,
 )
-from distill.text.recipe import TEACHER_KEYS, TextRecipe, check_students, teacher_dir, text_inputs, verify_teacher
+from distill.text.recipe import (
+    TEACHER_KEYS,
+    TextRecipe,
+    check_students,
+    optim_key,
+    student_optim,
+    teacher_dir,
+    text_inputs,
+    verify_teacher,
+)
 from distill.text.saving import save_text_model
 from distill.workflow import rundir
 
@@ -93,7 +104,8 @@ def get_teacher(
     teacher = load_hf_classifier(path, num_labels=data.num_classes)
     if not recipe.teacher.get("finetune", True):
         return teacher, {"source": str(path), "train_seconds": 0.0}
-    start = [model_hash(teacher), data.fingerprint(), recipe.max_length, recipe.batch_size, recipe.teacher_train]
+    start = [model_hash(teacher), data.fingerprint(), recipe.max_length, recipe.batch_size]
+    start.append(optim_key(recipe.teacher_train))
     key = hashlib.sha256(json.dumps([*start, recipe.seed]).encode()).hexdigest()[:12]
     cached = Path(recipe.cache_dir) / "text_teacher" / f"model-{key}.safetensors"
     if cached.is_file():
@@ -155,14 +167,15 @@ def fit(
     method: str,
     params: dict[str, Any],
     dm: TextDataModule,
-    optim: dict[str, Any],
+    optim: OptimSettings | dict[str, Any],
     teacher_logits: torch.Tensor | None = None,
     callbacks: Sequence[Any] = (),
 ) -> Any:
     d = build_text_distiller(method, student, teacher, **params)
     if teacher_logits is not None and not getattr(d, "teacher_features", False):
         d.set_teacher_logits(teacher_logits)
-    state = Trainer(d, dm, OptimSettings(**optim), callbacks=callbacks).fit()
+    optim = optim if isinstance(optim, OptimSettings) else C.from_dict(OptimSettings, optim, "train")
+    state = Trainer(d, dm, optim, callbacks=callbacks).fit()
     d.close()
     return state
 
@@ -245,7 +258,7 @@ def run(
     train_logits = teacher_logits(teacher, dm, "train", recipe.cache_dir)
     dm_t, t_logits = None, None  # the data with a transfer set and the teacher's logits on it, made when needed
     rows = []
-    for s, name in zip(recipe.students, names, strict=True):
+    for i, (s, name) in enumerate(zip(recipe.students, names, strict=True)):
         if s.get("transfer") and dm_t is None:
             dm_t = TextDataModule(
                 data, tok, recipe.batch_size, recipe.max_length, seed=recipe.seed,
@@ -260,7 +273,7 @@ def run(
         student = build_student(s["student"], teacher, data.num_classes)
         t0 = time.perf_counter()
         logger = [MetricsLogger(out / "students" / name / "metrics.jsonl")] if out else []
-        optim = {**recipe.train, **s.get("train", {})}  # a student may change its epochs, lr, ...
+        optim = student_optim(recipe, i)  # a student may change its epochs, lr, ...
         state = fit(student, teacher, m_name, params, s_dm, optim, s_logits, callbacks=logger)
         logits = predict_split(student, dm, "test")
         row = {"name": name, "method": m_name + ("+transfer" if s.get("transfer") else "")}

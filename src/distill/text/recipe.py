@@ -1,14 +1,16 @@
-"""The text recipe (a plain mapping, see ``configs/text.yaml``): its sections, the teacher it names and what a run
+"""The text recipe (see ``configs/text.yaml``; its optimiser sections are :class:`~distill.settings.OptimSettings`,
+read like an image recipe's ``train``): its sections, the teacher it names and what a run
 reads, and the check of its students before anything trains (see :mod:`distill.text.pipeline`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distill.engine.trainer import OptimSettings
+from distill import config as C
 from distill.errors import ConfigError
+from distill.settings import OptimSettings
 from distill.text.augment import TransferAugment
 from distill.text.distillers import TEXT_DISTILLERS
 from distill.text.models import (
@@ -19,18 +21,20 @@ from distill.trust import verify_model
 
 @dataclass
 class TextRecipe:
-    """What ``configs/text.yaml`` holds (strict keys)."""
+    """What ``configs/text.yaml`` holds (strict keys). ``train`` and ``teacher_train`` are the image recipes'
+    optimiser section (:class:`~distill.settings.OptimSettings`); a mapping given for them (a recipe's section, or
+    a Python caller's dict) is read and checked like an image recipe's ``train``."""
 
     seed: int = 0
     data: dict[str, Any] = field(default_factory=lambda: {"name": "rotten_tomatoes"})
     max_length: int = 64
     batch_size: int = 32
     teacher: dict[str, Any] = field(default_factory=lambda: {"model": "minilm"})
-    teacher_train: dict[str, Any] = field(
-        default_factory=lambda: {"epochs": 1, "optimizer": "adamw", "lr": 5e-5, "weight_decay": 0.01}
+    teacher_train: OptimSettings = field(
+        default_factory=lambda: OptimSettings(epochs=1, optimizer="adamw", lr=5e-5, weight_decay=0.01)
     )
     students: list[dict[str, Any]] = field(default_factory=list)
-    train: dict[str, Any] = field(default_factory=lambda: {"epochs": 2, "optimizer": "adamw", "lr": 1e-4})
+    train: OptimSettings = field(default_factory=lambda: OptimSettings(epochs=2, optimizer="adamw", lr=1e-4))
     task: str = "text"  # what tells `distill run/train/distill` that this is a text recipe
     cache_dir: str = "benchmarks/cache"
     threads: int | None = None
@@ -42,6 +46,29 @@ class TextRecipe:
         if unknown:
             raise ConfigError(f"unknown recipe key(s) {unknown}; expected {sorted(cls.__dataclass_fields__)}")
         return cls(**raw)
+
+    def __post_init__(self) -> None:
+        for name in ("train", "teacher_train"):
+            value = getattr(self, name)
+            if not isinstance(value, OptimSettings):
+                setattr(self, name, C.from_dict(OptimSettings, value, name))
+
+
+def optim_key(s: OptimSettings) -> dict[str, Any]:
+    """The settings of ``s`` that differ from :class:`OptimSettings`' defaults, in field order: what a cached
+    fine-tuned teacher is keyed by (the key a section naming just those settings, in that order, had as a plain
+    mapping, so the caches of the shipped recipe and ``benchmarks/text.py`` stay valid)."""
+    default = asdict(OptimSettings())
+    return {k: v for k, v in asdict(s).items() if v != default[k]}
+
+
+def student_optim(recipe: TextRecipe, i: int) -> OptimSettings:
+    """The optimiser settings student ``i`` trains with: the recipe's ``train`` with the student's own changes."""
+    s = recipe.students[i]
+    try:
+        return C.optim_with(recipe.train, s.get("train") or {}, f"students.{i}.train")
+    except ConfigError as e:
+        raise ConfigError(f"student {s.get('name', '?')!r}: bad train settings ({e})") from e
 
 
 TEACHER_KEYS = ("model", "finetune", "checkpoint", "public_key")
@@ -91,17 +118,14 @@ def text_inputs(recipe: TextRecipe) -> list[tuple[str, str | Path | None]]:
 
 def check_students(recipe: TextRecipe) -> tuple[list[str], TransferAugment | None]:
     """The students' names and the transfer-set settings (when a student asks for it); refuses a bad recipe."""
-    for s in recipe.students:
+    for i, s in enumerate(recipe.students):
         unknown = sorted(set(s) - {"name", "student", "method", "params", "transfer", "train"})
         if unknown or not isinstance(s.get("student"), dict):
             raise ConfigError(
                 f"a student needs 'student: {{model: ...}}' and takes name, method, params, transfer, train; "
                 f"got {sorted(s)}"
             )
-        try:  # unknown or bad training settings fail here, not after the teacher's fine-tuning
-            OptimSettings(**{**recipe.train, **s.get("train", {})})
-        except TypeError as e:
-            raise ConfigError(f"student {s.get('name', '?')!r}: bad train settings ({e})") from e
+        student_optim(recipe, i)  # unknown or bad training settings fail here, not after the teacher's fine-tuning
         kind = s["student"].get("model")
         if kind not in ("layers", "cnn", "bilstm"):
             raise ConfigError(f"unknown text student {kind!r}; expected 'layers', 'cnn' or 'bilstm'")
