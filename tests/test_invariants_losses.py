@@ -18,6 +18,7 @@ from distill.losses.logits import (
     lskd_loss,
     multi_teacher_kd_loss,
     nckd_loss,
+    pearson_distance,
     pseudo_label_loss,
     tckd_loss,
     zscore,
@@ -122,3 +123,25 @@ def test_multi_teacher_average_of_one_teacher_is_kd():
 def test_multi_teacher_weights_that_are_all_zero_are_refused(mode):
     with pytest.raises(ValueError, match="positive sum"):
         multi_teacher_kd_loss(S, [T, T], [0.0, 0.0], [2.0, 2.0], mode=mode)
+
+
+def test_multi_teacher_average_runs_on_the_logits_device():
+    """The mixture weights are made on the teachers' device: on a device other than the default (here ``meta``,
+    which checks devices without computing) the loss must not mix devices."""
+    s = torch.zeros(4, 5, device="meta")
+    t = torch.zeros(2, 4, 5, device="meta")
+    out = multi_teacher_kd_loss(s, t, [0.3, 0.7], [4.0, 4.0], mode="average")
+    assert out.device.type == "meta" and out.shape == ()
+
+
+def test_pearson_distance_of_tiny_scale_rows_matches_numpy_with_its_eps():
+    """Rows whose norms are near ``eps`` (nearly constant outputs): ρ = cov / (|a||b| + eps) stays in [-1, 1]."""
+    np = pytest.importorskip("numpy")
+    a = torch.tensor([[1e-4, -1e-4, 0.0], [3.0, 1.0, 2.0]], dtype=torch.float64)
+    b = torch.tensor([[1e-4, -1e-4, 0.0], [1.0, 2.0, 4.0]], dtype=torch.float64)
+    an, bn = a.numpy() - a.numpy().mean(1, keepdims=True), b.numpy() - b.numpy().mean(1, keepdims=True)
+    rho = (an * bn).sum(1) / (np.linalg.norm(an, axis=1) * np.linalg.norm(bn, axis=1) + 1e-8)
+    got = pearson_distance(a, b, eps=1e-8)
+    assert abs(rho[0] - 2e-8 / 3e-8) < 1e-9  # the tiny row: 2e-8 / (2e-8 + 1e-8)
+    assert got.item() == pytest.approx(1.0 - rho.mean(), abs=1e-12)
+    assert 0.0 <= got.item() <= 2.0
