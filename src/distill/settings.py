@@ -114,7 +114,7 @@ class CacheSettings:
 
     def __post_init__(self) -> None:
         if self.mode is False:
-            self.mode = "off"
+            object.__setattr__(self, "mode", "off")  # frozen: the one normalisation, at construction
         if self.mode not in MODES:
             raise ConfigError(f"mode must be one of {list(MODES)}, got {self.mode!r}")
         if self.views < 1:

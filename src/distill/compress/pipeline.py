@@ -162,10 +162,11 @@ def markdown(report: dict[str, Any]) -> str:
     cols = [c for c in [*COLUMNS, *timing, *speed] if any(c[0] in r for r in rows)]
     m, v = report["model"], report["versions"]
     lines = [
-        f"# distill compress — {m['model']} {m.get('kwargs') or ''} on {report['dataset']['name']}",
+        f"# distill compress — {' '.join(str(x) for x in (m['model'], m.get('kwargs')) if x)} on "
+        f"{report['dataset']['name']}",
         "",
-        f"{report['dataset']['test']:,} test images; {report['seconds']:.0f} s on {v['platform']}, torch {v['torch']}, "
-        f"{report['threads']} thread(s), {report['date']}.",
+        f"{report['dataset']['test']:,} test samples; {report['seconds']:.0f} s on {v['platform']}, "
+        f"torch {v['torch']}, {report['threads']} thread(s), {report['date']}.",
         "",
         "| " + " | ".join(c[1] for c in cols) + " |",
         "|" + "|".join("---" for _ in cols) + "|",

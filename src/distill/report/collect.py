@@ -89,6 +89,13 @@ def collect_run(
 ) -> Run:
     run_dir = Path(run_dir)
     report = _read_json(run_dir / "report.json")
+    if "teacher" not in report or "students" not in report:  # e.g. a distill compress output directory
+        what = (
+            f"{run_dir} is a distill {report['kind']} output (its table is report.md there), not a run"
+            if isinstance(report.get("kind"), str)
+            else f"{run_dir}/report.json has no teacher and students: not a run's report"
+        )
+        raise DistillError(f"{what}; distill report renders run directories (distill run / train / distill) and sweeps")
     entries = [(report["teacher"], run_dir / "teacher")]
     entries += [(s, run_dir / "students" / s["name"]) for s in report["students"]]
     models = []
