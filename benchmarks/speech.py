@@ -166,26 +166,55 @@ def get_teacher(spec: dict, data: ImageData, p: dict, root: Path) -> tuple[torch
     return model.eval(), info
 
 
-def run_one(name: str, method: str, seed: int, data: ImageData, teacher, p: dict, root: Path) -> dict[str, Any]:
-    """One student run; its best-validation weights are kept as a model directory (for the int8 export)."""
+def run_one(
+    name: str, method: str, seed: int, data: ImageData, teacher, p: dict, root: Path, key: str, epochs: int = 0
+) -> dict[str, Any]:
+    """One student run; its best-validation weights are kept as a model directory (for the int8 export). Its work
+    directory is keyed by the protocol and the epochs, so an interrupted run resumes only into the same run."""
+    epochs = epochs or p["epochs"]
     dm, mcfg = make_dm(data, p, seed), C.ModelConfig(*p["students"][name])
     seed_everything(seed)
     student = build_model(mcfg, data)  # the same initial weights for every method of this seed
-    work = root / "runs" / f"{name}-{method}-s{seed}"
+    work = root / "runs" / key[:12] / f"{name}-{method}-e{epochs}-s{seed}"
     cache, params = None, p.get(method, {})  # the kd / multi_kd settings; scratch has none
     if method == "kd":  # the teacher's logits on `views` recorded augmentations per clip, shared by the students
         cache = open_cache(CacheSettings(mode="views", views=p["views"]), dm, teacher, directory=root / "teacher_cache",
                            channels_last=p["channels_last"], progress=False)  # fmt: skip
     t0 = time.perf_counter()
-    state = fit(student, teacher, method, params, dm, p["epochs"], p, work, cache)
+    state = fit(student, teacher, method, params, dm, epochs, p, work, cache)
     save_model(work / "model", student, model_spec(mcfg, data))
     return {
-        "student": name, "method": method, "seed": seed, "accuracy": accuracy(student, dm),
+        "student": name, "method": method, "seed": seed, "epochs": epochs, "accuracy": accuracy(student, dm),
         "best_val_acc": state.best_acc, "best_epoch": state.best_epoch, "params": count_params(student),
         "latency_ms_b1": latency_b1(student), "seconds": round(time.perf_counter() - t0, 1),
         "sec_per_epoch": round(statistics.fmean(r["train_seconds"] for r in state.history), 2),
         "dir": str(work / "model"),
     }  # fmt: skip
+
+
+def convergence(args, p: dict, data: ImageData, teacher, rows: list[dict], done: list[dict], runs_file: Path, key: str):
+    """Each student's scratch run (seed 0) at E beside one at 2E: the protocol compares methods only where scratch
+    has (nearly) converged. Converged: within 0.3 points or one test clip, whichever is larger (280 test clips:
+    one clip is 0.36 points)."""
+    out: dict[str, Any] = {}
+    tol = max(0.3, 100.0 / len(data.x_test))
+    for name in p["students"]:
+        e_row = next((r for r in rows if (r["student"], r["method"], r["seed"]) == (name, "scratch", 0)), None)
+        if e_row is None:
+            continue
+        twice = 2 * p["epochs"]
+        hit = next((r for r in done if (r["student"], r["method"], r["seed"], r.get("epochs")) ==
+                    (name, "scratch", 0, twice)), None)  # fmt: skip
+        if hit is None:
+            hit = {**run_one(name, "scratch", 0, data, teacher, p, args.cache, key, twice), "protocol": key}
+            with runs_file.open("a") as fh:
+                fh.write(json.dumps(hit) + "\n")
+        diff = 100 * (hit["accuracy"] - e_row["accuracy"])
+        out[name] = {"E": p["epochs"], "scratch_E": e_row["accuracy"], "scratch_2E": hit["accuracy"],
+                     "best_epoch_2E": hit["best_epoch"], "diff_points": round(diff, 2), "tolerance_points":
+                     round(tol, 2), "converged": abs(diff) <= tol}  # fmt: skip
+        print(f"convergence {name}: {json.dumps(out[name])}", flush=True)
+    return out
 
 
 def summarise(rows: list[dict]) -> list[dict[str, Any]]:
@@ -311,6 +340,12 @@ def markdown(res: dict[str, Any]) -> str:
     for name, s in g["students"].items():
         lines.append(f"- {name} (1/{s['params_ratio']}): KD/teacher {s['kd_over_teacher']}, KD − scratch "
                      f"{s['kd_minus_scratch']:+.4f} (wins {s['kd_wins_per_seed']} seeds).")  # fmt: skip
+    for name, c in res.get("convergence", {}).items():
+        lines.append(
+            f"- convergence, {name} from scratch (seed 0): {c['scratch_E']:.4f} at {c['E']} epochs, "
+            f"{c['scratch_2E']:.4f} at {2 * c['E']} ({c['diff_points']:+.2f} points): "
+            f"{'converged' if c['converged'] else 'NOT converged'} (tolerance {c['tolerance_points']})."
+        )
     m = res["machine"]
     lines += ["", f"Machine: {m['cpu']}, {m['threads']} thread(s); {m['versions']}; {res['date']}; "
               f"{res['wall_s'] / 60:.1f} min of training.", ""]  # fmt: skip
@@ -329,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads for training (latency: always 1)")
     ap.add_argument("--quick", action="store_true", help="240 synthetic clips, 1 epoch, seed 0: a smoke run")
     ap.add_argument("--estimate", action="store_true", help="print the protocol's time on the data; train nothing")
+    ap.add_argument("--convergence", action="store_true", help="also train each student's scratch (seed 0) at 2E")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     ap.add_argument("--cache", type=Path, default=HERE / "cache" / "speech")
     args = ap.parse_args(argv)
@@ -361,9 +397,10 @@ def main(argv: list[str] | None = None) -> int:
         ens = MultiTeacher([teacher, *(m for m, _ in members)])
         jobs += [(p["ensemble_student"], "multi_kd", s) for s in p["seeds"]]
     for name, method, seed in jobs:
-        hit = next((r for r in done if (r["student"], r["method"], r["seed"]) == (name, method, seed)), None)
+        hit = next((r for r in done if (r["student"], r["method"], r["seed"]) == (name, method, seed)
+                    and r.get("epochs", p["epochs"]) == p["epochs"]), None)  # fmt: skip
         if hit is None:
-            hit = {**run_one(name, method, seed, data, ens if method == "multi_kd" else teacher, p, args.cache),
+            hit = {**run_one(name, method, seed, data, ens if method == "multi_kd" else teacher, p, args.cache, key),
                    "protocol": key}  # fmt: skip
             runs_file.parent.mkdir(parents=True, exist_ok=True)
             with runs_file.open("a") as fh:
@@ -371,8 +408,11 @@ def main(argv: list[str] | None = None) -> int:
         (ens_rows if method == "multi_kd" else rows).append(hit)
         print(json.dumps({k: v for k, v in hit.items() if k not in ("protocol", "dir")}), flush=True)
     students = summarise(rows)
+    conv = convergence(args, p, data, teacher, rows, done, runs_file, key) if args.convergence else {}
     t_info["latency_ms_b1"] = latency_b1(teacher)
     result: dict[str, Any] = {"teacher": t_info, "students": students, "goals": goals(t_info, students)}
+    if conv:
+        result["convergence"] = conv
     if ens is not None:
         e_student = {**summarise(ens_rows)[0], "method": f"multi_kd ({len(ens)} teachers)"}
         e_acc = round(accuracy(ens, make_dm(data, p, 0)), 4)
