@@ -129,6 +129,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--methods", help="comma-separated methods (default: every registered one)")
     p.add_argument("--teacher", default=TEACHER_DIR, help=f"teacher model directory (default {TEACHER_DIR})")
     p.add_argument("--cache-mode", choices=("views", "off"), default="views", help="logit methods' teacher cache")
+    p.add_argument("--no-augment", action="store_true", help="train on the un-augmented images (default: crop+flip)")
     p.add_argument("--convergence", action="store_true", help="train scratch (seed 0) at E and 2E, record both, stop")
     p.add_argument("--budget-minutes", type=float, default=40.0, help="refuse a plan longer than this (default 40)")
     p.add_argument("--plan", action="store_true", help="print the plan and the timed cost of each method, then stop")
@@ -168,6 +169,7 @@ def make_protocol(args: argparse.Namespace, device: torch.device) -> Protocol:
         "amp": args.amp,
         "channels_last": args.channels_last,
         "compile": args.compile,
+        "augment": not args.no_augment,
     }
     for name in ("epochs", "train_subset", "val_subset", "test_subset"):
         if getattr(args, name) is not None:
@@ -281,7 +283,8 @@ def run_one(
     cache, cache_s = None, 0.0
     if uses_cache(method, proto):
         t0 = time.perf_counter()
-        settings = CacheSettings(mode="views", views=epochs)
+        # augmented: K = epochs recorded views; un-augmented: one pass of the teacher (every epoch sees it)
+        settings = CacheSettings(mode="views", views=epochs) if proto.augment else CacheSettings(mode="fixed")
         cache = open_cache(
             settings, dm, teacher, directory=cache_dir / "teacher_cache", device=device,
             channels_last=proto.channels_last, progress=False,
