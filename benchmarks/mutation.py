@@ -42,6 +42,7 @@ TARGETS: dict[str, list[str]] = {
         "tests/test_multi_teacher.py",
         "tests/test_stateful_methods.py",
         "tests/test_distillers.py",
+        "tests/test_losses_edges.py",
     ],
     "src/distill/engine/*": [
         "tests/test_trainer.py",
@@ -54,10 +55,13 @@ TARGETS: dict[str, list[str]] = {
         "tests/test_data.py",
         "tests/test_invariants_data.py",
         "tests/test_trainer.py",
+        "tests/test_few_labels.py",
+        "tests/test_data_module_contract.py",
     ],
     "src/distill/report/*": [
         "tests/test_report_html.py",
         "tests/test_invariants_report.py",
+        "tests/test_report_examples.py",
     ],
 }
 # A narrower test selection for single files (``--only``); other files fall back to their directory's entry.
@@ -88,6 +92,70 @@ EQUIVALENT: dict[str, str] = {
     },
     "distill.losses.logits.x_multi_teacher_kd_loss__mutmut_5": "torch.stack(list(t)) of an (N, B, K) tensor is t "
     "itself: always stacking gives the same tensor",
+    # F.normalize's own default is dim=1 (p=2, eps=1e-12): dropping the spelled-out dim=1 changes nothing
+    **{
+        f"distill.losses.{name}": "F.normalize's default dim is 1: dropping the explicit dim=1 changes nothing"
+        for name in (
+            "attention.x_attention_map__mutmut_23",
+            "contrastive.x_memory_update__mutmut_4",
+            "relational.x_cosine_conditional__mutmut_7",
+            "relational.x_similarity_matrix__mutmut_7",
+            "relational.x_taylor_rbf_correlation__mutmut_7",
+            "variational.x_factor__mutmut_6",
+        )
+    },
+    # match_size / pool_to_smaller / the resize calls only ever see (B, C, H, W) maps (attention_map and nst_loss
+    # refuse anything else), and for a 4-D shape index 2 is index -2 and shape[2:] is shape[-2:]
+    **{
+        f"distill.losses.attention.{name}": "for a 4-D (B, C, H, W) map, shape[+2] is shape[-2] and shape[+2:] is "
+        "shape[-2:]; every caller passes 4-D maps (attention_map and nst_loss refuse others)"
+        for name in (
+            "x_match_size__mutmut_2",
+            "x_match_size__mutmut_7",
+            "x_pool_to_smaller__mutmut_6",
+            "x_pool_to_smaller__mutmut_8",
+            "x_pool_to_smaller__mutmut_22",
+            "x_nst_loss__mutmut_30",
+        )
+    },
+    # skipping the "already that size" shortcut: adaptive average pooling to the same size averages one element
+    # per output, which is the element itself, bit for bit (values and gradients)
+    **{
+        f"distill.losses.attention.{name}": "the same-size shortcut is skipped, but adaptive_avg_pool2d to the map's "
+        "own size averages a single element per output: the identical values and gradients"
+        for name in ("x_match_size__mutmut_3", "x_pool_to_smaller__mutmut_19", "x_pool_to_smaller__mutmut_23")
+    },
+    "distill.losses.attention.x_match_size__mutmut_22": "F.interpolate's align_corners=None means False for "
+    "bilinear (no warning in torch 2.x): the same resampling",
+    "distill.losses.attention.x_match_size__mutmut_26": "F.interpolate's default align_corners=None means False for "
+    "bilinear (no warning in torch 2.x): the same resampling",
+    **{
+        f"distill.losses.contrastive.x_bank_scores__mutmut_{n}": "the condition only picks one of two ways to compute "
+        "the same scores (one matrix product then gather, or gather then bmm); both give exp(<a, bank[idx]>/T), "
+        "equal up to float rounding of the same dot products"
+        for n in (1, 2, 3)
+    },
+    "distill.losses.relational.x__normalised_distances__mutmut_10": "max(2, b(b-1)) differs from max(1, b(b-1)) "
+    "only for b = 1 (or 0), where the only distance is the zero diagonal: 0 / anything is 0 either way",
+    **{
+        f"distill.losses.relational.x_cosine_conditional__mutmut_{n}": "k = (cos + 1) times any positive constant "
+        "is divided by its own row sum on the next line: the constant cancels (x2 exactly, /3 up to rounding)"
+        for n in (13, 16)
+    },
+    **{
+        f"distill.losses.relational.x_{fn}__mutmut_18": "F.smooth_l1_loss's default beta is 1.0: dropping the "
+        "explicit beta=1.0 changes nothing"
+        for fn in ("rkd_angle_loss", "rkd_distance_loss")
+    },
+    **{
+        f"distill.losses.review.x_hcl_sum__mutmut_{n}": "zip's strict flag: the stage counts are checked equal on "
+        "the line above, so zip never sees unequal lengths"
+        for n in (12, 15, 16)
+    },
+    "distill.losses.variational.x_vid_nll__mutmut_13": "a (C,) variance viewed as (C, 1, ..., 1) instead of "
+    "(1, C, 1, ..., 1) broadcasts identically against (B, C, ...): leading 1s are implied by broadcasting",
+    "distill.losses.variational.x_vid_nll__mutmut_8": "for a 2-D (B, C) target the extra branch views a (C,) "
+    "variance as (1, C), which broadcasts exactly like (C,)",
 }
 COPY = ["src", "tests", "configs", "pyproject.toml"]
 RESULT = ROOT / "benchmarks" / "results" / "mutation.json"
@@ -175,7 +243,7 @@ def summarise(work: Path, only: list[str], tests: list[str], seconds: float, run
         "seconds": round(seconds, 1),
         "survivors": survivors,
         "no_tests": sorted(n for n, s in status.items() if s == "no tests"),
-        "run_log_tail": run_tail[-2000:] if not status else "",
+        "run_log_tail": run_tail[-3000:] if not status or "not checked" in counts else "",  # why it did not run
     }
 
 
