@@ -10,18 +10,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from distill.commands import add_overrides
 from distill.errors import DistillError, Interrupted, sigterm_as_interrupt
 
 
 def _recipe_args(p: argparse.ArgumentParser, out: bool = True) -> None:
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a recipe value, e.g. --set train.epochs=3 (repeatable)",
-    )
+    add_overrides(p, "override a recipe value, e.g. --set train.epochs=3 (repeatable)")
     if out:
         p.add_argument("--out", type=Path, help="run directory (default: runs/<recipe>-<time>)")
         p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")

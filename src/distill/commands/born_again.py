@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from distill.commands import add_overrides
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("born-again", help="born-again networks: the teacher's architecture, distilled N generations")
@@ -13,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--teacher", type=Path, required=True, help="a saved teacher (model directory)")
     p.add_argument("--generations", type=int, default=3)
     p.add_argument("--method", default=None, help="method of the recipe's methods to use (default: the first)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    add_overrides(p)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(handler=_run)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from distill.commands import add_overrides
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -14,14 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", type=Path, required=True, help="a model directory (model.json + model.safetensors)")
     p.add_argument("--recipe", type=Path, help="compress recipe, e.g. configs/compress.yaml (default: built-in)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a recipe value, e.g. --set prune.ratio=0.3 --set quantize.enabled=false (repeatable)",
-    )
+    add_overrides(p, "override a recipe value, e.g. --set prune.ratio=0.3 --set quantize.enabled=false (repeatable)")
     p.add_argument("--out", type=Path, help="output directory (default: runs/compress-<time>)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     p.add_argument(

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from distill.commands import add_overrides
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -36,9 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--method", default="kd", help="the distillation method whose hyper-parameters are searched")
     p.add_argument("--out", type=Path, help="sweep directory (default: runs/sweep-<recipe>)")
-    p.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a recipe value"
-    )
+    add_overrides(p, "override a recipe value")
     p.set_defaults(handler=run_sweep)
 
 

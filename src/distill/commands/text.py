@@ -12,11 +12,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from distill.commands import add_overrides
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("text", help="distil a text classifier (e.g. MiniLM) into smaller students")
     p.add_argument("recipe", type=Path, help="a text recipe, e.g. configs/text.yaml")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    add_overrides(p)
     p.add_argument("--out", type=Path, help="the run directory (default: runs/text-<time>)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory made by distill")
     p.set_defaults(handler=run)

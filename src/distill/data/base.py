@@ -11,7 +11,7 @@ import hashlib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Self
 
 import torch
 from torch import Tensor
@@ -21,8 +21,36 @@ from distill.errors import ConfigError, DataError
 from distill.registry import Registry
 
 
+class Splits:
+    """What every in-memory data set (:class:`ImageData`, ``TabularData``) derives from its train/test tensors
+    ``x_train, y_train, x_test, y_test``, its ``classes`` and its ``name``."""
+
+    name: str
+    x_train: Tensor
+    y_train: Tensor
+    x_test: Tensor
+    y_test: Tensor
+    classes: list[str]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.x_train.shape[1])
+
+    def fingerprint(self) -> str:
+        """sha256 over every sample and label: identifies the exact data a model saw (cache keys, manifests)."""
+        return fingerprint_splits(self)
+
+    def subset(self, n_train: int | None = None, n_test: int | None = None, seed: int = 0) -> Self:
+        """A seeded random slice (for smoke runs and tests); each split's slice depends only on its own size."""
+        return subset_splits(self, n_train, n_test, seed)
+
+
 @dataclass
-class ImageData:
+class ImageData(Splits):
     """A labelled image dataset with its official train/test split, all in memory."""
 
     name: str
@@ -38,38 +66,28 @@ class ImageData:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for part, x, y in (("train", self.x_train, self.y_train), ("test", self.x_test, self.y_test)):
-            if x.dtype != torch.uint8 or x.dim() != 4:
-                raise DataError(
-                    f"{self.name}: {part} images must be uint8 (N, C, H, W), got {x.dtype} {tuple(x.shape)}"
-                )
-            if y.dtype != torch.int64 or y.dim() != 1 or len(y) != len(x):
-                raise DataError(f"{self.name}: {part} labels must be int64 (N,) matching the images")
-        if len(self.x_train) == 0:
-            raise DataError(f"{self.name}: the training split is empty")
-        check_labels(self.name, self.y_train, self.y_test, len(self.classes))
+        check_splits(self, "images", torch.uint8, "(N, C, H, W)")
         if len(self.mean) != self.in_channels or len(self.std) != self.in_channels:
             raise DataError(f"{self.name}: mean/std need one value per channel ({self.in_channels})")
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def in_channels(self) -> int:
-        return int(self.x_train.shape[1])
 
     @property
     def image_size(self) -> tuple[int, int]:
         return int(self.x_train.shape[2]), int(self.x_train.shape[3])
 
-    def fingerprint(self) -> str:
-        """sha256 over every image and label: identifies the exact data a model saw (cache keys, manifests)."""
-        return fingerprint_splits(self)
 
-    def subset(self, n_train: int | None = None, n_test: int | None = None, seed: int = 0) -> ImageData:
-        """A seeded random slice (for smoke runs and tests); each split's slice depends only on its own size."""
-        return subset_splits(self, n_train, n_test, seed)
+def check_splits(data: Any, what: str, dtype: torch.dtype, layout: str) -> None:
+    """The checks every in-memory data set runs: each split's ``what`` (``x_train``, ``x_test``) are ``dtype`` in
+    ``layout`` (one letter a dimension) with int64 ``(N,)`` labels matching them, the training split is not empty,
+    and the labels pass :func:`check_labels`."""
+    for part, x, y in (("train", data.x_train, data.y_train), ("test", data.x_test, data.y_test)):
+        if x.dtype != dtype or x.dim() != layout.count(",") + 1:
+            kind = str(dtype).removeprefix("torch.")
+            raise DataError(f"{data.name}: {part} {what} must be {kind} {layout}, got {x.dtype} {tuple(x.shape)}")
+        if y.dtype != torch.int64 or y.dim() != 1 or len(y) != len(x):
+            raise DataError(f"{data.name}: {part} labels must be int64 (N,) matching the {what}")
+    if len(data.x_train) == 0:
+        raise DataError(f"{data.name}: the training split is empty")
+    check_labels(data.name, data.y_train, data.y_test, len(data.classes))
 
 
 def check_labels(name: str, y_train: Tensor, y_test: Tensor, num_classes: int) -> None:

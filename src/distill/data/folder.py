@@ -13,7 +13,7 @@ from torch import Tensor
 
 from distill.data import synthetic  # noqa: F401  (registers "synthetic")
 from distill.data.base import ImageData, register_dataset
-from distill.data.vision import IMAGE_EXTENSIONS, _no_options, channel_stats, stratified_split
+from distill.data.vision import IMAGE_EXTENSIONS, _no_options, channel_stats, measured_image_data, stratified_split
 from distill.errors import ConfigError, DataError
 
 
@@ -83,20 +83,10 @@ def image_folder(
     else:
         tr, te = stratified_split(y, test_fraction, seed)
         x_train, y_train, x_test, y_test = x[tr], y[tr], x[te], y[te]
-    mean, std = channel_stats(x_train)
     pad = image_size // 8 if crop_padding is None else crop_padding
-    return ImageData(
-        f"image_folder:{base.name}",
-        x_train,
-        y_train,
-        x_test,
-        y_test,
-        classes,
-        mean,
-        std,
-        hflip=hflip,
-        crop_padding=pad,
-        meta={"source": str(base)},
+    splits = (x_train, y_train, x_test, y_test)
+    return measured_image_data(
+        f"image_folder:{base.name}", splits, classes, hflip=hflip, crop_padding=pad, source=str(base)
     )
 
 

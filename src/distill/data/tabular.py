@@ -15,7 +15,7 @@ from __future__ import annotations
 import codecs
 import csv
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from distill.data.augment import AugmentSpec
-from distill.data.base import check_labels, fingerprint_splits, register_dataset, subset_splits
+from distill.data.base import Splits, check_splits, register_dataset
 from distill.data.module import Batch, DataModule
 from distill.data.vision import stratified_split
 from distill.errors import ConfigError, DataError
@@ -34,7 +34,7 @@ MISSING = {"", "na", "nan", "null", "none", "?"}
 
 
 @dataclass
-class TabularData:
+class TabularData(Splits):
     """A labelled table with a train/test split, features already encoded to floats."""
 
     name: str
@@ -49,26 +49,12 @@ class TabularData:
     crop_padding: int = 0
 
     def __post_init__(self) -> None:
-        for part, x, y in (("train", self.x_train, self.y_train), ("test", self.x_test, self.y_test)):
-            if x.dtype != torch.float32 or x.dim() != 2:
-                raise DataError(f"{self.name}: {part} features must be float32 (N, D), got {x.dtype} {tuple(x.shape)}")
-            if y.dtype != torch.int64 or y.dim() != 1 or len(y) != len(x):
-                raise DataError(f"{self.name}: {part} labels must be int64 (N,) matching the features")
-        if len(self.x_train) == 0:
-            raise DataError(f"{self.name}: the training split is empty")
-        check_labels(self.name, self.y_train, self.y_test, len(self.classes))
+        check_splits(self, "features", torch.float32, "(N, D)")
         if self.x_train.shape[1] != len(self.feature_names) or self.x_test.shape[1] != self.x_train.shape[1]:
             raise DataError(f"{self.name}: {len(self.feature_names)} feature names for {self.x_train.shape[1]} columns")
 
-    # The image-shaped view the rest of the pipeline reads (model_spec, check_outputs, latency).
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def in_channels(self) -> int:
-        return int(self.x_train.shape[1])
-
+    # The image-shaped view the rest of the pipeline reads (model_spec, check_outputs, latency); num_classes and
+    # in_channels (the feature count) come from Splits.
     @property
     def image_size(self) -> tuple[int, int]:
         return 1, 1
@@ -84,12 +70,6 @@ class TabularData:
     @property
     def std(self) -> tuple[float, ...]:
         return (1.0,) * self.in_channels
-
-    def fingerprint(self) -> str:
-        return fingerprint_splits(self)
-
-    def subset(self, n_train: int | None = None, n_test: int | None = None, seed: int = 0) -> TabularData:
-        return subset_splits(self, n_train, n_test, seed)
 
     def datamodule(
         self, batch_size: int = 64, val_size: int | float = 0.1, seed: int = 0, **kw: Any
@@ -300,26 +280,26 @@ def _no_options(name: str, kw: dict[str, Any]) -> None:
         raise ConfigError(f"{name}: unknown option(s) {', '.join(sorted(kw))}; accepted: test_fraction, seed")
 
 
-@register_dataset("breast_cancer")
-def breast_cancer(
-    root: str | None = None, download: bool = False, test_fraction: float = 0.2, seed: int = 0, **kw: Any
-) -> TabularData:
-    """scikit-learn's Wisconsin breast cancer table: 569 rows, 30 numeric features, 2 classes."""
-    _no_options("breast_cancer", kw)
-    from sklearn.datasets import load_breast_cancer
+def _sklearn_source(name: str, doc: str) -> Callable[..., TabularData]:
+    """Register scikit-learn's ``load_<name>`` table as the data source ``name``."""
 
-    return _sklearn_table("breast_cancer", load_breast_cancer(), test_fraction, seed)
+    def source(
+        root: str | None = None, download: bool = False, test_fraction: float = 0.2, seed: int = 0, **kw: Any
+    ) -> TabularData:
+        _no_options(name, kw)
+        import sklearn.datasets
+
+        return _sklearn_table(name, getattr(sklearn.datasets, f"load_{name}")(), test_fraction, seed)
+
+    source.__name__ = source.__qualname__ = name
+    source.__doc__ = doc
+    return register_dataset(name)(source)
 
 
-@register_dataset("wine")
-def wine(
-    root: str | None = None, download: bool = False, test_fraction: float = 0.2, seed: int = 0, **kw: Any
-) -> TabularData:
-    """scikit-learn's wine table: 178 rows, 13 numeric features, 3 cultivars."""
-    _no_options("wine", kw)
-    from sklearn.datasets import load_wine
-
-    return _sklearn_table("wine", load_wine(), test_fraction, seed)
+breast_cancer = _sklearn_source(
+    "breast_cancer", "scikit-learn's Wisconsin breast cancer table: 569 rows, 30 numeric features, 2 classes."
+)
+wine = _sklearn_source("wine", "scikit-learn's wine table: 178 rows, 13 numeric features, 3 cultivars.")
 
 
 @register_dataset("csv")

@@ -56,6 +56,21 @@ def channel_stats(x: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
     return tuple(means), tuple(stds)
 
 
+def measured_image_data(
+    name: str,
+    splits: tuple[Tensor, Tensor, Tensor, Tensor],
+    classes: list[str],
+    *,
+    hflip: bool,
+    crop_padding: int,
+    source: str,
+) -> ImageData:
+    """An :class:`ImageData` of ``(x_train, y_train, x_test, y_test)`` normalised by the training split's exact
+    channel statistics (:func:`channel_stats`), read from ``source``."""
+    mean, std = channel_stats(splits[0])
+    return ImageData(name, *splits, classes, mean, std, hflip=hflip, crop_padding=crop_padding, meta={"source": source})
+
+
 def stratified_split(y: Tensor, test_fraction: float = 0.2, seed: int = 0) -> tuple[Tensor, Tensor]:
     """Seeded train/test indices holding ``test_fraction`` of every class out (each class keeps >= 1 for training)."""
     if not 0 <= test_fraction < 1:
@@ -237,20 +252,8 @@ def idx(
             f"labels (found: {format_ranges(torch.unique(y_train).tolist())}); labels must be 0..K-1 with every class "
             "present in train-labels"
         )
-    mean, std = channel_stats(x_train)
-    return ImageData(
-        "idx",
-        x_train,
-        y_train,
-        x_test,
-        y_test,
-        classes,
-        mean,
-        std,
-        hflip=hflip,
-        crop_padding=crop_padding,
-        meta={"source": str(folder)},
-    )
+    splits = (x_train, y_train, x_test, y_test)
+    return measured_image_data("idx", splits, classes, hflip=hflip, crop_padding=crop_padding, source=str(folder))
 
 
 def _cifar(

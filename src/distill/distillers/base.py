@@ -78,6 +78,12 @@ def register_method(name: str) -> Callable[[type[Distiller]], type[Distiller]]:
     return deco
 
 
+def alpha_weights(alpha: float) -> dict[str, float]:
+    """Hinton's mix as :class:`Distiller` weights: ``alpha`` on the soft-target term, ``1 − alpha`` on the labels."""
+    check_range("alpha", alpha, 0.0, 1.0)
+    return {"ce_weight": 1.0 - alpha, "kd_weight": alpha}
+
+
 class Distiller(nn.Module):
     """Base class: owns the student, the (wrapped) teacher and any adapters.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from distill.distillers.base import Distiller, StepInput, check_range, register_method
+from distill.distillers.base import Distiller, StepInput, alpha_weights, register_method
 
 
 @register_method("kd")
@@ -28,8 +28,7 @@ class KD(Distiller):
         temperature: float = 4.0,
         **kw,
     ) -> None:
-        check_range("alpha", alpha, 0.0, 1.0)
-        super().__init__(student, teacher, ce_weight=1.0 - alpha, kd_weight=alpha, temperature=temperature, **kw)
+        super().__init__(student, teacher, temperature=temperature, **alpha_weights(alpha), **kw)
         self.alpha = alpha
 
     def step(self, b: StepInput) -> dict[str, Tensor]:

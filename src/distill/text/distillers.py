@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distill.distillers.base import Distiller, StepInput, check_range
+from distill.distillers.base import Distiller, StepInput, alpha_weights, check_range
 from distill.errors import ConfigError
 from distill.registry import Registry
 from distill.text.losses import attention_kl_loss, embedding_loss, hidden_mse_loss, masked_cross_entropy
@@ -100,8 +100,7 @@ class TextKD(TextDistiller):
         temperature: float = 2.0,
         **kw,
     ) -> None:
-        check_range("alpha", alpha, 0.0, 1.0)
-        super().__init__(student, teacher, ce_weight=1.0 - alpha, kd_weight=alpha, temperature=temperature, **kw)
+        super().__init__(student, teacher, temperature=temperature, **alpha_weights(alpha), **kw)
 
     def step(self, b: StepInput) -> dict[str, Tensor]:
         t = self.cached(b)
