@@ -156,6 +156,35 @@ EQUIVALENT: dict[str, str] = {
     "(1, C, 1, ..., 1) broadcasts identically against (B, C, ...): leading 1s are implied by broadcasting",
     "distill.losses.variational.x_vid_nll__mutmut_8": "for a 2-D (B, C) target the extra branch views a (C,) "
     "variance as (1, C), which broadcasts exactly like (C,)",
+    # src/distill/data/module.py (tests/test_data_module_contract.py kills the rest)
+    **{
+        f"distill.data.module.xǁDataModuleǁ__init____mutmut_{n}": "torch.ones(n) without dtype=torch.bool is a "
+        "float 1/0 mask: keep[val_idx] = False and keep.nonzero() give exactly the same training positions"
+        for n in (63, 65)
+    },
+    **{
+        f"distill.data.module.xǁDataModuleǁ__init____mutmut_{n}": "torch.tensor of a tuple of Python floats is "
+        "float32 (the default dtype) without dtype=torch.float32, and an int mean/std is promoted to float32 by "
+        "normalize's float image: the same batches"
+        for n in (90, 92, 95, 97)
+    },
+    "distill.data.module.xǁDataModuleǁ__init____mutmut_111": "masking at labeled_fraction == 1.0 too is a no-op: "
+    "labelled_mask(y, 1.0, seed) keeps max(1, round(1.0 * n_c)) = every sample of every class",
+    "distill.data.module.xǁDataModuleǁ__init____mutmut_112": "for every valid labeled_fraction in (0, 1] the branch "
+    "is taken exactly as before (1.0 masks nothing, see mutmut_111); only out-of-range fractions in (1, 2) differ",
+    **{
+        f"distill.data.module.xǁDataModuleǁtrain_batches__mutmut_{n}": "non_blocking only changes whether a "
+        "host-to-device copy may overlap; the copied values and device are the same once used"
+        for n in (50, 51, 69, 74, 106, 107)
+    },
+    "distill.data.module.xǁDataModuleǁtrain_batches__mutmut_13": "with world_size == 1 (rank 0, shard() allows "
+    "no other) the strided slice order[0 : n : 1] is the whole order unchanged",
+    **{
+        f"distill.data.module.xǁDataModuleǁtrain_batches__mutmut_{n}": "views drawn when a cache is given are "
+        "never read (the cache branch comes first) and are drawn after the order; without augmentation "
+        "sample_views draws nothing and its all-zero views make apply_views the identity"
+        for n in (25, 32)
+    },
 }
 COPY = ["src", "tests", "configs", "pyproject.toml"]
 RESULT = ROOT / "benchmarks" / "results" / "mutation.json"

@@ -267,7 +267,7 @@ def export_int8(best: dict, rows: list[dict], data: ImageData, p: dict, root: Pa
     )
     model, spec = load_compressed(run["dir"])
     dm = make_dm(data, p, run["seed"])
-    calib = [b.x for b in dm.eval_batches("train", "cpu")][:8]  # up to 8 x 64 un-augmented training clips
+    calib = [b.x for b in dm.eval_batches("train", "cpu")][:8]  # up to 8 x 1024 un-augmented training clips
     q = quantize_static(model.eval(), calib)
     save_quantized(out := root / "int8" / f"{best['name']}-s{run['seed']}", q, spec)
     reloaded = load_compressed(out)[0]
