@@ -201,7 +201,9 @@ EQUIVALENT: dict[str, str] = {
 KILLED_SINCE: dict[str, str] = {
     "distill.data.module.x_load_datamodule__mutmut_3": "test_load_datamodule_reads_from_the_configured_root",
     "distill.data.module.x_load_datamodule__mutmut_6": "test_load_datamodule_reads_from_the_configured_root",
-    "distill.data.module.x_load_datamodule__mutmut_7": "test_load_datamodule_passes_root_download_and_options_to_the_loader",
+    "distill.data.module.x_load_datamodule__mutmut_7": (
+        "test_load_datamodule_passes_root_download_and_options_to_the_loader"
+    ),
     "distill.data.module.xǁDataModuleǁlabeled_only__mutmut_8": "test_labeled_only_without_any_label_is_refused",
 }
 COPY = ["src", "tests", "configs", "pyproject.toml"]
