@@ -218,3 +218,16 @@ def test_latency_measures_the_forward_pass_and_orders_models_by_cost():
     assert t_slow > t_fast + 5.0
     assert fast.modes == {(False, False)} and slow.modes == {(False, False)}
     assert count_params(slow) == 1 and count_params(nn.Linear(3, 4)) == 16
+
+
+def test_ece_bins_are_left_open_right_closed_on_0_1_by_hand():
+    """ECE with 2 bins, (0, 0.5] and (0.5, 1]: a confidence exactly on the inner edge belongs to the lower bin only,
+    a confidence of exactly 1 to the top bin, and bin widths are 1/bins of [0, 1] (hand computation)."""
+    from distill.report.metrics import expected_calibration_error
+
+    logits = torch.tensor([[0.0, 0.0], [0.0, -200.0], [3.0, 0.0]])  # confidences 0.5, 1.0 exactly, e^3 / (e^3 + 1)
+    labels = torch.tensor([0, 1, 0])  # right (a tie resolves to class 0), wrong, right
+    c = math.exp(3) / (math.exp(3) + 1)
+    low = (1 / 3) * abs(0.5 - 1.0)  # bin (0, 0.5]: the 0.5 sample only
+    high = (2 / 3) * abs((1.0 + c) / 2 - 0.5)  # bin (0.5, 1]: the sure-but-wrong sample and the right one
+    assert expected_calibration_error(logits, labels, bins=2) == pytest.approx(low + high, abs=1e-6)
