@@ -398,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [args.only] if args.only else [[t] for t in TARGETS]
     for only in [] if args.summarise else jobs:
         key = ",".join(only)
-        if key in results["parts"] and not (args.force or args.only):
+        if covered(key, results["parts"]) and not (args.force or args.only):  # as a whole or file by file
             print(f"{key}: already in {args.out} (--force runs it again)")
             continue
         results["parts"][key] = run_part(only, args)
