@@ -249,6 +249,8 @@ def goals(teacher: dict, students: list[dict], min_seeds: int = 3) -> dict[str, 
             "kd_minus_scratch": round(kd["acc_mean"] - scratch["acc_mean"], 4),
             "kd_wins_per_seed": f"{wins}/{len(kd['accs'])}",
             "kd_beats_scratch": kd["acc_mean"] > scratch["acc_mean"],
+            # the methods table's test: the difference exceeds twice the larger of the two stds
+            "kd_beyond_2sigma": kd["acc_mean"] - scratch["acc_mean"] > 2 * max(kd["acc_std"], scratch["acc_std"]),
             "seeds": len(kd["accs"]),
         }
         per[name]["met"] = per[name]["keeps_98pct"] and per[name]["kd_beats_scratch"] and len(kd["accs"]) >= min_seeds
@@ -339,7 +341,8 @@ def markdown(res: dict[str, Any]) -> str:
               + (f" by {', '.join(g['met_by'])}" if g["met_by"] else "") + ".", ""]  # fmt: skip
     for name, s in g["students"].items():
         lines.append(f"- {name} (1/{s['params_ratio']}): KD/teacher {s['kd_over_teacher']}, KD − scratch "
-                     f"{s['kd_minus_scratch']:+.4f} (wins {s['kd_wins_per_seed']} seeds).")  # fmt: skip
+                     f"{s['kd_minus_scratch']:+.4f} (wins {s['kd_wins_per_seed']} seeds; "
+                     f"{'beyond' if s['kd_beyond_2sigma'] else 'within'} 2σ).")  # fmt: skip
     for name, c in res.get("convergence", {}).items():
         lines.append(
             f"- convergence, {name} from scratch (seed 0): {c['scratch_E']:.4f} at {c['E']} epochs, "
