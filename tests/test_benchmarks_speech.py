@@ -27,7 +27,9 @@ S = load_speech()
 
 
 def student(name: str, method: str, accs: list[float], params: int) -> dict:
-    return {"name": name, "method": method, "accs": accs, "acc_mean": sum(accs) / len(accs), "params": params}
+    mean = sum(accs) / len(accs)
+    std = (sum((a - mean) ** 2 for a in accs) / (len(accs) - 1)) ** 0.5 if len(accs) > 1 else 0.0  # sample std
+    return {"name": name, "method": method, "accs": accs, "acc_mean": mean, "acc_std": std, "params": params}
 
 
 def test_goals_by_hand():
@@ -47,6 +49,10 @@ def test_goals_by_hand():
     assert g["students"]["s"]["keeps_98pct"] and g["students"]["s"]["met"]
     assert g["students"]["s"]["params_ratio"] == pytest.approx(20.8)
     assert g["met"] and g["met_by"] == ["s"]
+    # s: +0.0167 against 2 x 0.0100 (scratch's std); tiny: +0.0267 against 2 x 0.0321 (kd's std): both within 2σ
+    assert not g["students"]["s"]["kd_beyond_2sigma"] and not g["students"]["tiny"]["kd_beyond_2sigma"]
+    wide = [student("s", "scratch", [0.80, 0.80, 0.81], 23_180), student("s", "kd", [0.89, 0.885, 0.885], 23_180)]
+    assert S.goals(teacher, wide)["students"]["s"]["kd_beyond_2sigma"]  # +0.0867 against 2 x 0.0058
     # one seed is not enough for the goal, however good the numbers
     one = [student(r["name"], r["method"], r["accs"][:1], r["params"]) for r in rows]
     assert not S.goals(teacher, one)["met"]
