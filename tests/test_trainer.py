@@ -9,7 +9,7 @@ import torch
 from distill.artifacts import load_checkpoint, save_checkpoint
 from distill.data.augment import AugmentSpec, Views, apply_views, identity_views
 from distill.distillers import build_distiller
-from distill.engine.callbacks import MetricsLogger
+from distill.engine.callbacks import Callback, EarlyStopping, KeepBest, MetricsLogger
 from distill.engine.trainer import OptimSettings, Trainer, TrainingDiverged, lr_factor
 from distill.errors import CheckpointError, ConfigError
 
@@ -26,6 +26,45 @@ def test_scratch_training_learns_synthetic_data(tiny, dm):
     after = t.evaluate("test")  # 128 held-out samples, not only the 32 of the validation split
     assert after["acc"] > 0.85 and after["acc"] > before["acc"] + 0.3 and after["nll"] < 0.5 * before["nll"]
     assert state.history[-1]["val"]["acc"] > 0.9
+
+
+def test_keep_best_returns_the_weights_of_the_best_validation_epoch(tiny, dm):
+    """With KeepBest the model after fit is the best validation epoch's: its validation accuracy, evaluated anew,
+    is the recorded best, and the weights are that epoch's exactly (not the last epoch's)."""
+
+    class Snapshots(Callback):  # the student's weights at the end of every epoch, independently of KeepBest
+        def __init__(self):
+            self.weights = []
+
+        def on_epoch_start(self, trainer):
+            if trainer.state.epoch == 2:  # wreck the third epoch's start: it cannot be the best
+                with torch.no_grad():
+                    for p in trainer.model.student.parameters():
+                        p.zero_()
+
+        def on_epoch_end(self, trainer, record):
+            self.weights.append({k: v.clone() for k, v in trainer.model.student.state_dict().items()})
+
+    torch.manual_seed(0)
+    snaps = Snapshots()
+    t = Trainer(build_distiller("scratch", tiny(8), None, dm.input_shape), dm, OptimSettings(epochs=3, lr=0.1),
+                callbacks=[snaps, KeepBest()])  # fmt: skip
+    state = t.fit()
+    accs = [r["val"]["acc"] for r in state.history]
+    assert state.best_epoch < 3 and accs[2] < state.best_acc  # the last epoch is not the best
+    assert state.best_epoch == 1 + accs.index(max(accs))
+    kept = t.model.student.state_dict()
+    assert all(torch.equal(kept[k], v) for k, v in snaps.weights[state.best_epoch - 1].items())
+    assert t.evaluate("val")["acc"] == pytest.approx(state.best_acc)
+
+
+def test_early_stopping_stops_after_patience_epochs_without_a_better_validation(tiny, dm):
+    torch.manual_seed(0)
+    t = Trainer(build_distiller("scratch", tiny(8), None, dm.input_shape), dm, OptimSettings(epochs=10, lr=0.1),
+                callbacks=[EarlyStopping(patience=2)])  # fmt: skip
+    t.evaluate = lambda split="val": {"acc": 0.5, "loss": 1.0}  # a validation accuracy that never improves
+    state = t.fit()
+    assert state.best_epoch == 1 and state.epoch == 3  # epoch 1 is best; 2 and 3 are not: stop after 3
 
 
 def test_kd_evaluation_reports_agreement_with_teacher(tiny, dm):

@@ -91,3 +91,23 @@ class EarlyStopping(Callback):
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
         if trainer.state.epoch - trainer.state.best_epoch >= self.patience:
             trainer.state.stop = True
+
+
+class KeepBest(Callback):
+    """Keep the weights of the best validation epoch in memory and put them back when training ends (Hugging Face's
+    ``load_best_model_at_end``): with :class:`EarlyStopping`, the model returned is the one validation chose, not the
+    last one trained. Ties keep the earlier epoch, as the trainer's ``best_epoch`` does."""
+
+    def __init__(self) -> None:
+        self.best: dict[str, Any] | None = None
+        self.epoch = 0
+
+    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        if trainer.state.best_epoch == trainer.state.epoch:
+            student = trainer.model.export_student()
+            self.best = {k: v.detach().clone() for k, v in student.state_dict().items()}
+            self.epoch = trainer.state.epoch
+
+    def on_fit_end(self, trainer: Trainer) -> None:
+        if self.best is not None:
+            trainer.model.export_student().load_state_dict(self.best)

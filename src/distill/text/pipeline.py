@@ -22,7 +22,7 @@ from distill import config as C
 from distill.artifacts import atomic_write, load_model, versions, write_manifest
 from distill.distillers.base import method_temperature
 from distill.engine.cache import hash_tensors, model_hash
-from distill.engine.callbacks import MetricsLogger
+from distill.engine.callbacks import EarlyStopping, KeepBest, MetricsLogger
 from distill.engine.trainer import OptimSettings, Trainer
 from distill.errors import ConfigError
 from distill.report.bench import count_params
@@ -106,18 +106,34 @@ def get_teacher(
         return teacher, {"source": str(path), "train_seconds": 0.0}
     start = [model_hash(teacher), data.fingerprint(), recipe.max_length, recipe.batch_size]
     start.append(optim_key(recipe.teacher_train))
+    patience = recipe.teacher.get("patience")
+    if patience:  # early stopping on validation, the best epoch's weights kept (absent: the old keys stay valid)
+        start.append({"patience": patience})
     key = hashlib.sha256(json.dumps([*start, recipe.seed]).encode()).hexdigest()[:12]
     cached = Path(recipe.cache_dir) / "text_teacher" / f"model-{key}.safetensors"
     if cached.is_file():
         teacher.load_state_dict(load_file(str(cached)))
         log(f"teacher: loaded fine-tuned weights from {cached}")
-        return teacher, {"source": str(cached), "train_seconds": 0.0, "cached": True}
+        info = {"source": str(cached), "train_seconds": 0.0, "cached": True}
+        try:  # how it was fine-tuned (epochs, validation curve), when that was recorded
+            recorded = json.loads(cached.with_suffix(".json").read_text())
+            info.update({k: v for k, v in recorded.items() if k not in ("source", "train_seconds")})
+            info["finetune_seconds"] = recorded.get("train_seconds")
+        except (OSError, ValueError):
+            pass
+        return teacher, info
     torch.manual_seed(recipe.seed)
     t0 = time.perf_counter()
-    state = fit(teacher, None, "text_ce", {}, dm, recipe.teacher_train, callbacks=[logger] if logger else [])
+    callbacks: list[Any] = [logger] if logger else []
+    if patience:
+        callbacks += [EarlyStopping(patience), KeepBest()]
+    state = fit(teacher, None, "text_ce", {}, dm, recipe.teacher_train, callbacks=callbacks)
     cached.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in teacher.state_dict().items()}, str(cached))
     info = {"source": str(cached), "train_seconds": time.perf_counter() - t0, "best_val_acc": state.best_acc}
+    info.update(best_epoch=state.best_epoch, epochs_trained=state.epoch)
+    info["val_acc_per_epoch"] = [r["val"]["acc"] for r in state.history]
+    atomic_write(cached.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(info)))
     log(f"teacher: fine-tuned in {info['train_seconds']:.0f} s, saved to {cached}")
     return teacher, info
 

@@ -71,7 +71,7 @@ def student_optim(recipe: TextRecipe, i: int) -> OptimSettings:
         raise ConfigError(f"student {s.get('name', '?')!r}: bad train settings ({e})") from e
 
 
-TEACHER_KEYS = ("model", "finetune", "checkpoint", "public_key")
+TEACHER_KEYS = ("model", "finetune", "checkpoint", "public_key", "patience")
 
 
 def teacher_dir(spec: dict[str, Any]) -> Path:
@@ -95,6 +95,11 @@ def verify_teacher(spec: dict[str, Any]) -> None:
     if not isinstance(spec, dict):
         raise ConfigError(f"teacher must be a mapping (model, finetune, checkpoint, public_key), got {spec!r}")
     teacher_dir(spec)  # refuses unknown keys
+    patience = spec.get("patience")
+    if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
+        raise ConfigError(
+            f"teacher.patience must be an integer >= 1 (epochs without a better validation), got {patience!r}"
+        )
     checkpoint, key = spec.get("checkpoint"), spec.get("public_key")
     for name, value in (("checkpoint", checkpoint), ("public_key", key)):
         if value is not None and not isinstance(value, str | Path):
