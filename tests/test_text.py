@@ -281,6 +281,29 @@ def test_hidden_and_attention_terms_equal_the_losses_on_model_outputs(tdm):
     assert out.losses["attention"].item() == pytest.approx(want.item(), rel=1e-5)
 
 
+def test_tinybert_sums_hidden_embedding_and_attention_terms_of_the_mapped_layers(tdm):
+    """Student layer m imitates teacher layer g(m) (4 → 2: [1, 3]) in hidden states and attention matrices, the
+    embeddings too; no logit terms by default (TinyBERT's intermediate stage)."""
+    from distill.text.losses import attention_mse_loss, hidden_mse_loss
+
+    teacher, student = tiny_bert(4, seed=1), tiny_bert(2, seed=3)
+    b = next(tdm.eval_batches("test"))
+    d = build_text_distiller("tinybert", student, teacher, hidden_weight=2.0, attention_weight=3.0)
+    d.eval()
+    out = d(b.x, b.y)
+    assert set(out.losses) == {"hidden", "attention"}
+    m = b.x.attention_mask
+    t = teacher.eval().run(b.x, hidden=True, attentions=True)
+    s = student.run(b.x, hidden=True, attentions=True)
+    hidden = sum(hidden_mse_loss(s.hidden_states[i], t.hidden_states[j], m) for i, j in ((0, 0), (1, 2), (2, 4)))
+    attention = sum(attention_mse_loss(s.attentions[i], t.attentions[j], m) for i, j in ((0, 1), (1, 3)))
+    assert out.losses["hidden"].item() == pytest.approx(2.0 * hidden.item(), rel=1e-5)  # projections start at I
+    assert out.losses["attention"].item() == pytest.approx(3.0 * attention.item(), rel=1e-5)
+    assert out.loss.item() == pytest.approx(2.0 * hidden.item() + 3.0 * attention.item(), rel=1e-5)
+    with pytest.raises(ConfigError, match="head counts"):
+        build_text_distiller("tinybert", tiny_bert(2, seed=3, heads=4), teacher)
+
+
 def test_cached_teacher_logits_are_used_by_index(tdm):
     teacher, student = tiny_bert(2, seed=1), TextCNN(VOCAB, 2, embed_dim=8, dropout=0.0)
     d = build_text_distiller("text_kd", student, teacher, alpha=1.0)
@@ -330,6 +353,28 @@ def test_text_cnn_exports_to_onnx_and_matches_in_onnxruntime(tmp_path):
     for batch in (x, D.pad_batch([[1, 5, 6, 7, 8, 9, 2]])):
         got = sess.run(None, {"input_ids": batch.input_ids.numpy(), "attention_mask": batch.attention_mask.numpy()})
         assert torch.allclose(torch.from_numpy(got[0]), m(batch), atol=1e-4)
+
+
+def test_transformer_exports_with_its_padding_mask_and_keeps_the_callers_attention(tmp_path):
+    """The SDPA path traced on an all-ones example mask dropped the mask from the graph: padded texts got other
+    logits in onnxruntime (found measuring the benchmark's ONNX latency). Eager attention keeps it."""
+    ort = pytest.importorskip("onnxruntime", reason="ONNX check needs onnxruntime")
+    pytest.importorskip("onnx", reason="ONNX export needs onnx")
+    from distill.text.export import export_onnx
+
+    m = tiny_bert(2, seed=3).eval()
+    before = m.config._attn_implementation
+    path = export_onnx(m, tmp_path / "bert.onnx", max_length=16, exporter="torchscript")
+    assert m.config._attn_implementation == before  # the exported copy changed, not the caller's model
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    batch = D.pad_batch([[1, 5, 6, 7, 8, 9, 10, 2], [1, 7, 2], [1, 11, 12, 2]])
+    assert (batch.attention_mask == 0).any()
+    got = sess.run(None, {"input_ids": batch.input_ids.numpy(), "attention_mask": batch.attention_mask.numpy()})[0]
+    with torch.no_grad():
+        ref = m(batch)
+        alone = torch.cat([m(D.pad_batch([ids])) for ids in ([1, 7, 2], [1, 11, 12, 2])])  # no padding at all
+    assert torch.allclose(torch.from_numpy(got), ref, atol=1e-5)
+    assert torch.allclose(torch.from_numpy(got[1:]), alone, atol=1e-5)  # padding changes nothing
 
 
 # -- the real pretrained teacher -------------------------------------------------------------------------------------

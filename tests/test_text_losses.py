@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from distill.text.losses import attention_kl_loss, embedding_loss, hidden_mse_loss, kd_loss, masked_cross_entropy
+from distill.text.losses import (
+    attention_kl_loss,
+    attention_mse_loss,
+    embedding_loss,
+    hidden_mse_loss,
+    kd_loss,
+    masked_cross_entropy,
+)
 
 
 def _mask(b, t, seed=0):
@@ -67,6 +74,38 @@ def test_attention_kl_matches_loops_over_heads_and_real_queries():
     assert attention_kl_loss(torch.tensor(a_t), torch.tensor(a_t), torch.tensor(mask)).item() == pytest.approx(0.0)
     with pytest.raises(ValueError, match="shape"):
         attention_kl_loss(torch.tensor(a_s[:, :2]), torch.tensor(a_t), torch.tensor(mask))
+
+
+def test_attention_mse_is_tinybert_per_head_mean_over_real_token_pairs():
+    """TinyBERT eq. 7, (1/h) Σ_heads MSE(A_S, A_T), each text's n×n block of real (query, key) pairs."""
+    rng = np.random.default_rng(4)
+    b, h, t = 3, 2, 5
+    mask = _mask(b, t, seed=5)
+    a_s, a_t = rng.uniform(size=(b, h, t, t)), rng.uniform(size=(b, h, t, t))
+    total, count = 0.0, 0
+    for bi in range(b):
+        n = int(mask[bi].sum())
+        for hi in range(h):
+            for q in range(n):
+                for k in range(n):
+                    total += (a_s[bi, hi, q, k] - a_t[bi, hi, q, k]) ** 2
+                    count += 1
+    got = attention_mse_loss(torch.tensor(a_s), torch.tensor(a_t), torch.tensor(mask))
+    assert count < b * h * t * t  # some padding is left out
+    assert got.item() == pytest.approx(total / count, rel=1e-6)
+    assert attention_mse_loss(torch.tensor(a_s), torch.tensor(a_t)).item() == pytest.approx(((a_s - a_t) ** 2).mean())
+    junk = a_t.copy()
+    junk[mask[:, None, :, None].repeat(h, 1).repeat(t, 3) == 0] += 5.0  # padded queries
+    junk[mask[:, None, None, :].repeat(h, 1).repeat(t, 2) == 0] += 5.0  # padded keys
+    assert attention_mse_loss(torch.tensor(a_s), torch.tensor(junk), torch.tensor(mask)).item() == pytest.approx(
+        got.item(), rel=1e-6
+    )
+    with pytest.raises(ValueError, match="shape"):
+        attention_mse_loss(torch.tensor(a_s[:, :1]), torch.tensor(a_t), torch.tensor(mask))
+    a = torch.tensor(a_s, requires_grad=True)
+    tt = torch.tensor(a_t, requires_grad=True)
+    attention_mse_loss(a, tt, torch.tensor(mask)).backward()
+    assert a.grad is not None and tt.grad is None
 
 
 def test_attention_kl_gradient_flows_to_student_only():

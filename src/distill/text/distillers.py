@@ -23,7 +23,13 @@ from torch import Tensor, nn
 from distill.distillers.base import Distiller, StepInput, alpha_weights, check_range
 from distill.errors import ConfigError
 from distill.registry import Registry
-from distill.text.losses import attention_kl_loss, embedding_loss, hidden_mse_loss, masked_cross_entropy
+from distill.text.losses import (
+    attention_kl_loss,
+    attention_mse_loss,
+    embedding_loss,
+    hidden_mse_loss,
+    masked_cross_entropy,
+)
 from distill.text.models import HFClassifier, mean_pool, uniform_layers, unpack
 
 TEXT_DISTILLERS: Registry[type[TextDistiller]] = Registry("text method")
@@ -171,6 +177,66 @@ class HiddenStates(_LayerMatch):
         )
         terms = self.logit_terms(s.logits, b.y, t.logits)
         return {**terms, "hidden": self.hidden_weight * loss, "_logits": s.logits}
+
+
+@register_text_method("tinybert")
+class TinyBERT(HiddenStates):
+    """TinyBERT's intermediate-layer distillation (Jiao et al., 2020, arXiv:1909.10351, §3.1): every mapped student
+    layer imitates its teacher layer's hidden states (through a learned projection) and attention matrices, the
+    embedding outputs too; ``L = hidden_weight · Σ L_hidn + attention_weight · Σ L_attn`` plus the logit terms.
+
+    TinyBERT trains in two stages on the augmented data: this one (the default weights: no logit terms), then
+    prediction-layer distillation — ``text_kd`` with ``alpha: 1`` (soft targets only) from the cached teacher logits.
+
+    Args:
+        layer_map: teacher layer per student layer (``null`` for none); default: evenly spaced ending at the last
+            (TinyBERT's uniform mapping ``g(m) = m · N / M``). Mapped layers need equal head counts.
+        hidden_weight, attention_weight: weights of the summed per-layer losses.
+    """
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module | None = None,
+        *,
+        layer_map: list[int | None] | None = None,
+        hidden_weight: float = 1.0,
+        attention_weight: float = 1.0,
+        embeddings: bool = True,
+        ce_weight: float = 0.0,
+        kd_weight: float = 0.0,
+        temperature: float = 1.0,
+        **kw,
+    ) -> None:
+        check_range("attention_weight", attention_weight, lo=0.0)
+        super().__init__(
+            student, teacher, layer_map=layer_map, hidden_weight=hidden_weight, embeddings=embeddings,
+            ce_weight=ce_weight, kd_weight=kd_weight, temperature=temperature, **kw,
+        )  # fmt: skip
+        h_s, h_t = self.student.config.num_attention_heads, self.teacher.model.config.num_attention_heads
+        if h_s != h_t:
+            raise ConfigError(f"attention matrices need equal head counts (student {h_s}, teacher {h_t})")
+        self.attention_pairs = [(i, j) for i, j in self.pairs if i >= 0]
+        self.student.use_eager_attention()
+        self.teacher.model.use_eager_attention()
+        self.attention_weight = attention_weight
+
+    def step(self, b: StepInput) -> dict[str, Tensor]:
+        _, mask = unpack(b.x)
+        t = self.teacher_outputs(b.x, hidden=True, attentions=True)
+        s = self.student.run(b.x, hidden=True, attentions=True)
+        hidden = sum(
+            hidden_mse_loss(p(s.hidden_states[i + 1]), t.hidden_states[j + 1], mask)
+            for p, (i, j) in zip(self.proj, self.pairs, strict=True)
+        )
+        attention = sum(attention_mse_loss(s.attentions[i], t.attentions[j], mask) for i, j in self.attention_pairs)
+        terms = self.logit_terms(s.logits, b.y, t.logits)
+        return {
+            **terms,
+            "hidden": self.hidden_weight * hidden,
+            "attention": self.attention_weight * attention,
+            "_logits": s.logits,
+        }
 
 
 def _projection(d_s: int, d_t: int) -> nn.Linear:

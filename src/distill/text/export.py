@@ -3,6 +3,7 @@ output ``logits``."""
 
 from __future__ import annotations
 
+import copy
 import warnings
 from pathlib import Path
 
@@ -32,6 +33,12 @@ def export_onnx(
         raise ValueError(f"exporter must be 'dynamo' or 'torchscript', got {exporter!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if hasattr(model, "use_eager_attention"):
+        # a transformer is exported with eager attention: the SDPA path decides from the example's mask (all ones)
+        # to drop the mask, and the traced graph then ignores padding for every input (logits off by ~0.03 on a
+        # padded batch); eager attention keeps the mask in the graph. A copy, so the caller's model is unchanged.
+        model = copy.deepcopy(model)
+        model.use_eager_attention()
     wrapped = _IdsAndMask(model).eval()
     ids = torch.ones(2, min(8, max_length), dtype=torch.int64)
     mask = torch.ones_like(ids)

@@ -2,6 +2,7 @@
 
 * soft targets: Hinton et al. (2015), reused from :func:`distill.losses.kd_loss`;
 * hidden states: TinyBERT (Jiao et al., 2020, arXiv:1909.10351), ``MSE(H_S W_h, H_T)`` with a learned ``W_h``;
+* attention matrices: TinyBERT's ``(1/h) Σ_heads MSE(A_S, A_T)`` over the real tokens;
 * attention maps: MiniLM (Wang et al., 2020, arXiv:2002.10957), ``KL(A_T ‖ A_S)`` between the attention
   distributions of every head and query position (so teacher and student may differ in hidden size);
 * sentence embeddings: Reimers & Gurevych (2020, arXiv:2004.09813), MSE between student and teacher embeddings
@@ -16,7 +17,14 @@ from torch import Tensor
 
 from distill.losses import kd_loss
 
-__all__ = ["attention_kl_loss", "embedding_loss", "hidden_mse_loss", "kd_loss", "masked_cross_entropy"]
+__all__ = [
+    "attention_kl_loss",
+    "attention_mse_loss",
+    "embedding_loss",
+    "hidden_mse_loss",
+    "kd_loss",
+    "masked_cross_entropy",
+]
 
 
 def masked_cross_entropy(logits: Tensor, y: Tensor, label_smoothing: float = 0.0) -> Tensor:
@@ -60,6 +68,24 @@ def attention_kl_loss(student: Tensor, teacher: Tensor, mask: Tensor | None = No
         return kl.mean()
     m = mask.to(kl.dtype).unsqueeze(1).expand_as(kl)
     return (kl * m).sum() / m.sum().clamp_min(1.0)
+
+
+def attention_mse_loss(student: Tensor, teacher: Tensor, mask: Tensor | None = None) -> Tensor:
+    """TinyBERT's attention loss (Jiao et al., 2020, eq. 7): the mean squared difference of the attention matrices,
+    averaged over heads. HF models expose the matrices after the softmax (the paper's ``A``), so that is what is
+    compared; ``(B, H, T, T)`` each.
+
+    With ``mask`` ``(B, T)`` the mean runs over real (query, key) pairs only: a text of ``n`` tokens contributes
+    ``H · n²`` squared differences, padding none.
+    """
+    if student.shape != teacher.shape:
+        raise ValueError(f"attention maps differ in shape: student {tuple(student.shape)} vs {tuple(teacher.shape)}")
+    diff = (student.float() - teacher.detach().float()) ** 2  # (B, H, T, T)
+    if mask is None:
+        return diff.mean()
+    m = mask.to(diff.dtype)
+    pairs = (m[:, :, None] * m[:, None, :]).unsqueeze(1)  # (B, 1, T, T): 1 where query and key are real tokens
+    return (diff * pairs).sum() / (pairs.sum() * diff.shape[1]).clamp_min(1.0)
 
 
 def embedding_loss(student: Tensor, teacher: Tensor, kind: str = "mse") -> Tensor:
