@@ -30,6 +30,25 @@ def test_same_seed_same_transfer_set_other_seed_another():
     assert a != TransferAugment(copies=3, seed=2)(TEXTS)
 
 
+def test_keep_takes_a_prefix_of_each_texts_variants_and_positions_find_them():
+    """The copies curve: keep=k is the first k variants of each text of the one full set, so the full set's
+    teacher labels sliced at ``positions`` label the smaller set."""
+    full_aug = TransferAugment(copies=5, p_mask=0.3, seed=4)
+    groups = full_aug.grouped(TEXTS)
+    full = full_aug(TEXTS)
+    assert full == [v for g in groups for v in g]
+    assert [len(g) for g in groups][3] < 5  # "ok" has few distinct variants: the groups are not all full
+    for k in (1, 2, 5):
+        small = TransferAugment(copies=5, p_mask=0.3, seed=4, keep=k)
+        got = small(TEXTS)
+        assert got == [v for g in groups for v in g[:k]]
+        assert got == [full[i] for i in small.positions(TEXTS)]
+    assert TransferAugment(copies=5, p_mask=0.3, seed=4, keep=5)(TEXTS) == full
+    for bad in (0, 6):
+        with pytest.raises(ConfigError, match="keep"):
+            TransferAugment(copies=5, keep=bad)
+
+
 def test_variants_are_new_distinct_and_at_most_copies_per_text():
     aug = TransferAugment(copies=4, p_mask=0.2, p_replace=0.2, p_ngram=0.3, seed=0)
     out = aug(TEXTS)

@@ -13,8 +13,10 @@ labelled set holds. Their rules, applied word by word to a training text:
   ``max_ngram`` words.
 
 Each source text yields up to ``copies`` distinct variants (duplicates of the source or of each other are
-dropped). The variants carry no label: the distiller trains on them with the teacher's soft targets only (label
-``-1``), which is also how unlabeled in-domain text is used.
+dropped). ``keep=k`` keeps the first ``k`` variants of each text of that same set: the transfer sets of a curve
+over the number of copies are then nested prefixes of one set, which the teacher labels once. The variants carry no
+label: the distiller trains on them with the teacher's soft targets only (label ``-1``), which is also how
+unlabeled in-domain text is used.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class TransferAugment:
     max_ngram: int = 5
     mask_token: str = "[MASK]"
     seed: int = 0
+    keep: int | None = None
 
     def __post_init__(self) -> None:
         if self.copies < 1:
@@ -49,6 +52,8 @@ class TransferAugment:
             raise ConfigError(f"transfer.p_mask + p_replace must be <= 1, got {self.p_mask + self.p_replace}")
         if self.max_ngram < 1:
             raise ConfigError(f"transfer.max_ngram must be >= 1, got {self.max_ngram}")
+        if self.keep is not None and not 1 <= self.keep <= self.copies:
+            raise ConfigError(f"transfer.keep must be in [1, copies={self.copies}], got {self.keep}")
 
     @classmethod
     def from_dict(cls, raw: dict) -> TransferAugment:
@@ -77,21 +82,35 @@ class TransferAugment:
             out = out[start : start + n]
         return " ".join(out)
 
-    def __call__(self, texts: Sequence[str]) -> list[str]:
+    def grouped(self, texts: Sequence[str]) -> list[list[str]]:
+        """The variants of each text (up to ``copies``, ``keep`` ignored), in the texts' order."""
         rng = random.Random(self.seed)
         split = [t.split() for t in texts]
         pool = [w for words in split for w in words]  # drawing from occurrences = drawing by frequency
-        new: list[str] = []
+        out: list[list[str]] = []
         for text, words in zip(texts, split, strict=True):
+            new: list[str] = []
+            out.append(new)
             if not words:
                 continue
-            seen, made = {text, " ".join(words)}, 0
+            seen = {text, " ".join(words)}
             for _ in range(self.copies * 3):  # a few extra tries: very short texts repeat themselves
                 v = self.variant(words, rng, pool)
                 if v not in seen:
                     seen.add(v)
                     new.append(v)
-                    made += 1
-                    if made == self.copies:
+                    if len(new) == self.copies:
                         break
-        return new
+        return out
+
+    def positions(self, texts: Sequence[str]) -> list[int]:
+        """Where the variants ``keep`` selects sit in the full set (``keep=None``): the full set's labels, sliced
+        at these positions, are the labels of the smaller set."""
+        out, start = [], 0
+        for group in self.grouped(texts):
+            out.extend(range(start, start + min(len(group), self.keep or self.copies)))
+            start += len(group)
+        return out
+
+    def __call__(self, texts: Sequence[str]) -> list[str]:
+        return [v for group in self.grouped(texts) for v in group[: self.keep or self.copies]]
