@@ -189,6 +189,34 @@ def goal(rows: list[dict], ratio: float, speedup: float) -> dict[str, Any]:
     }
 
 
+def claim(lock: Path) -> Path | None:
+    """``lock`` made atomically with this process's pid in it, or None when a live process holds it (a dead
+    process's lock, or an empty one, is taken over: a worker killed mid-run does not block its run forever)."""
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            if _alive(lock):
+                return None
+            lock.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return lock
+    return None
+
+
+def _alive(lock: Path) -> bool:
+    try:
+        pid = int(lock.read_text() or 0)
+        if pid <= 0:
+            return False
+        os.kill(pid, 0)
+    except (ProcessLookupError, ValueError, OSError):
+        return False
+    return True
+
+
 # -- the work ---------------------------------------------------------------------------------------------------------
 class Bench:
     """Data, teacher and the teacher's logits, shared by every run; runs kept under ``cache/text_rows``."""
@@ -306,24 +334,9 @@ class Bench:
         return json.loads(path.read_text()) if path.is_file() else None
 
     def claim(self, run: Run) -> Path | None:
-        """A lock file for ``run`` made atomically, or None when a live process holds it (a dead one's is taken)."""
         d = self.run_dir(run)
         d.mkdir(parents=True, exist_ok=True)
-        lock = d / "claimed"
-        for _ in range(2):
-            try:
-                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                try:
-                    os.kill(int(lock.read_text() or 0), 0)
-                    return None  # a live worker has it
-                except (ProcessLookupError, ValueError, OSError):
-                    lock.unlink(missing_ok=True)  # its worker died: take it over
-                    continue
-            with os.fdopen(fd, "w") as f:
-                f.write(str(os.getpid()))
-            return lock
-        return None
+        return claim(d / "claimed")
 
     def train(self, run: Run) -> dict:
         from safetensors.torch import save_file
@@ -395,6 +408,29 @@ def sklearn_latency_ms(predict_fn: Any, texts: list[str], repeats: int = 20) -> 
         predict_fn(texts)
         times.append((time.perf_counter() - t0) * 1000)
     return statistics.median(times)
+
+
+@torch.inference_mode()
+def breakdown_ms(model: Any, seq: int, vocab: int, threads: int = 0, repeats: int = 30) -> dict[str, float]:
+    """Where a transformer's batch-1 PyTorch time goes: the embeddings, one block (times the number of blocks),
+    pooler + head, and the rest of the forward (mask preparation, output objects, Python between modules: a cost
+    per call that does not shrink with depth)."""
+    from distill.report.bench import time_ms
+    from distill.text.models import transformer_layers
+
+    hf = model.eval().hf
+    base, layers = hf.base_model, transformer_layers(hf)
+    ids = torch.randint(1000, vocab, (1, seq), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    h = base.embeddings(input_ids=ids)
+    t = {
+        "total": time_ms(lambda: model(ids, mask), repeats, 3, threads or None, min_seconds=0.0),
+        "embeddings": time_ms(lambda: base.embeddings(input_ids=ids), repeats, 3, threads or None, min_seconds=0.0),
+        "blocks": len(layers) * time_ms(lambda: layers[0](h), repeats, 3, threads or None, min_seconds=0.0),
+        "pooler_head": time_ms(lambda: hf.classifier(base.pooler(h)), repeats, 3, threads or None, min_seconds=0.0),
+    }
+    t["per_call_rest"] = t["total"] - t["embeddings"] - t["blocks"] - t["pooler_head"]
+    return t
 
 
 def latencies(b: Bench, models: dict[str, Any], rounds: int, reps: int) -> dict[str, dict[str, float]]:
@@ -517,6 +553,9 @@ def report(b: Bench, runs: list[Run], transfer: dict, t_start: float) -> int:
             models[run.model] = b.load(run)
     lat = latencies(b, models, rounds, reps)
     t_row.update(lat["teacher"])
+    seq, vocab = round(b.dm.mean_length("test")), teacher.hf.get_input_embeddings().num_embeddings
+    where = {name: breakdown_ms(m, seq, vocab, args.threads) for name, m in (("teacher", teacher),
+             *((r.model, b.load(r)) for r in runs if r.model.startswith("minilm-L") and r.method == "ce"))}  # fmt: skip
     students = aggregate(rows, t_row["acc"]) + [
         {**c, "accs": [c["acc"]], "acc_std": 0.0, "seeds": [0], "accuracy_ratio": c["acc"] / t_row["acc"]}
         for c in classical
@@ -547,6 +586,7 @@ def report(b: Bench, runs: list[Run], transfer: dict, t_start: float) -> int:
         "transfer_set": transfer,
         "students": students,
         "copies_curve": curve,
+        "latency_breakdown_b1_pytorch_ms": where,
         "best_student": goal(small + [r for r in students if r["model"] == "tfidf+logreg"], 0.98, 10.0),
         "transformer_student": goal(transformers_, 0.97, 3.0),
         "complete": not missing,
@@ -640,6 +680,13 @@ def markdown(r: dict) -> str:
             f"| {s['accuracy_ratio']:.1%} | {s['params']:,} | {s['latency_ms_b1_pytorch']:.2f} | {onnx_ms} "
             f"| {s['speedup_b1_pytorch']:.1f}× | {onnx_x} | {s['speedup_b32_pytorch']:.1f}× |"
         )
+    for name, w in r.get("latency_breakdown_b1_pytorch_ms", {}).items():
+        lines += [
+            "",
+            f"Where {name}'s batch-1 PyTorch time goes: {w['total']:.2f} ms = embeddings "
+            f"{w['embeddings']:.2f} + blocks {w['blocks']:.2f} + pooler and head {w['pooler_head']:.2f} + the rest "
+            f"of the call {w['per_call_rest']:.2f} (mask preparation, output objects, Python between modules).",
+        ]
     ts = r["transfer_set"]
     st = ts["settings"]
     lines += [

@@ -79,3 +79,17 @@ def test_goal_takes_the_most_accurate_row_fast_enough_in_its_fastest_runtime():
     assert g["name"] == "a-kd" and g["goal_met"] is False  # fast enough, not accurate enough
     g = T.goal(rows, 0.9, 100.0)  # nothing that fast: the most accurate row, goal missed
     assert g["name"] == "b-kd" and g["goal_met"] is False
+
+
+def test_a_run_is_claimed_by_one_live_worker_and_a_dead_workers_claim_is_taken_over(tmp_path):
+    import subprocess
+
+    lock = tmp_path / "claimed"
+    assert T.claim(lock) == lock and lock.read_text() == str(__import__("os").getpid())
+    assert T.claim(lock) is None  # held by a live process (this one)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid that no longer runs
+    lock.write_text(str(dead.pid))
+    assert T.claim(lock) == lock and lock.read_text() != str(dead.pid)
+    lock.write_text("")  # an empty lock (a worker killed between create and write) is taken over too
+    assert T.claim(lock) == lock
