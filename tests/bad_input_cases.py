@@ -62,7 +62,7 @@ CASES = [
         "temperature-negative",
         "negative temperature",
         [*RUN, "--set", "methods=[{name: kd, params: {temperature: -1}}]"],
-        r"temperature must be in \(0.0, inf\]",
+        r"temperature must be in \(0.0, inf\)",
     ),
     (
         "alpha-range",
@@ -76,7 +76,7 @@ CASES = [
         [*RUN, "--set", "methods=[{name: kd, params: {label_smoothing: 1.5}}]"],
         "label_smoothing must be in",
     ),
-    ("lr-negative", "negative learning rate", [*RUN, "--set", "train.lr=-0.1"], r"lr must be in \(0.0, inf\]"),
+    ("lr-negative", "negative learning rate", [*RUN, "--set", "train.lr=-0.1"], r"lr must be in \(0.0, inf\)"),
     ("epochs-zero", "zero epochs", [*RUN, "--set", "train.epochs=0"], "epochs must be >= 1"),
     ("optimizer-unknown", "unknown optimizer", [*RUN, "--set", "train.optimizer=adam"], "expected one of .*adamw"),
     ("batch-size-zero", "batch size 0", [*RUN, "--set", "data.batch_size=0"], "batch_size must be >= 1"),

@@ -9,6 +9,7 @@ schema does not import the engine. :mod:`distill.engine.trainer` and :mod:`disti
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from distill.errors import ConfigError
 
@@ -40,11 +41,43 @@ def check_range(
         hi is not None and (value > hi or (hi_open and value == hi))
     )
     if bad or value != value:  # NaN
-        left = "(" if lo_open else "["
-        right = ")" if hi_open else "]"
+        left = "(" if lo_open or lo is None else "["  # an infinite bound is never in the interval: always open
+        right = ")" if hi_open or hi is None else "]"
         lo_s = "-inf" if lo is None else lo
         hi_s = "inf" if hi is None else hi
         raise ConfigError(f"{name} must be in {left}{lo_s}, {hi_s}{right}, got {value}")
+
+
+MLFLOW_EXPECTED = (
+    "null or false (off), true or 'local' (sqlite:///<run>/mlflow.db), or an MLflow tracking URI: "
+    "sqlite:///PATH.db, http(s)://HOST[:PORT], postgresql://..., mysql://..., mssql://... or databricks"
+)
+
+
+def check_mlflow(setting: object, name: str = "tracking.mlflow") -> None:
+    """Refuse a ``tracking.mlflow`` setting that MLflow cannot track into, before any run starts: a typo or a
+    plain directory would otherwise end in a traceback from inside MLflow (which no longer writes file stores)."""
+    if setting is None or isinstance(setting, bool):
+        return
+    if not isinstance(setting, str):
+        raise ConfigError(f"{name} must be {MLFLOW_EXPECTED}; got {_short(setting)}")
+    if setting in ("", "local", "databricks"):
+        return
+    parts = urlsplit(setting) if "://" in setting else None
+    scheme = parts.scheme.lower().split("+")[0] if parts else ""  # postgresql+psycopg2:// ...
+    if scheme == "sqlite":
+        ok = setting.startswith("sqlite:///") and len(setting) > len("sqlite:///")
+    elif scheme in ("http", "https", "postgresql", "mysql", "mssql"):
+        ok = bool(parts and parts.netloc)
+    else:
+        ok = scheme == "databricks"  # databricks://PROFILE
+    if not ok:
+        raise ConfigError(f"{name} must be {MLFLOW_EXPECTED}; got {_short(setting)}")
+
+
+def _short(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 @dataclass

@@ -8,7 +8,7 @@ from typing import Any
 
 from distill.config.typed import MAX_SEED, MAX_THREADS, _require, from_dict
 from distill.errors import ConfigError
-from distill.settings import CacheSettings, OptimSettings
+from distill.settings import CacheSettings, OptimSettings, check_mlflow
 
 
 @dataclass
@@ -121,6 +121,9 @@ class BenchConfig:
 class TrackingConfig:
     tensorboard: bool = True  # per-epoch scalars under <model dir>/tb/
     mlflow: bool | str | None = None  # null: off; true: sqlite:///<run>/mlflow.db; or an MLflow tracking URI
+
+    def __post_init__(self) -> None:
+        check_mlflow(self.mlflow, "mlflow")  # a bad URI now, not as a traceback from MLflow after the teacher
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import numbers
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -87,6 +88,13 @@ class DataModule:
             raise DataError(f"batch_size must be >= 1, got {batch_size}")
         if eval_batch_size < 1:
             raise DataError(f"eval_batch_size must be >= 1, got {eval_batch_size}")
+        if isinstance(labeled_fraction, bool) or not isinstance(labeled_fraction, numbers.Real):
+            raise DataError(f"labeled_fraction must be a number in (0, 1], got {labeled_fraction!r}")
+        if not 0 < labeled_fraction <= 1:  # also NaN, which would otherwise pass as 'all labelled'
+            raise DataError(
+                f"labeled_fraction must be in (0, 1] (the fraction of training images that keep their label), "
+                f"got {labeled_fraction}"
+            )
         split_seed = seed if split_seed is None else split_seed  # e.g. a saved teacher's split, whatever the seed
         fixed = data.meta.get("validation_index")
         if fixed is not None and len(fixed) and n_val > 0:  # the dataset's own split (e.g. held-out speakers)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from distill.engine.callbacks import Callback
 from distill.errors import ConfigError
+from distill.settings import check_mlflow
 
 if TYPE_CHECKING:
     from distill.engine.trainer import Trainer
@@ -77,6 +78,7 @@ def run_root(model_dir: Path) -> Path:
 
 def mlflow_uri(setting: bool | str | None, run_dir: Path) -> str | None:
     """``None``/``False`` -> off; ``True``/``"local"`` -> ``sqlite:///<run_dir>/mlflow.db``; else the URI itself."""
+    check_mlflow(setting)  # also when used from Python, without a recipe
     if setting is None or setting is False or setting == "":
         return None
     if setting is True or setting == "local":
