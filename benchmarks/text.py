@@ -95,19 +95,21 @@ class Run:
 
 
 def plan(quick: bool = False) -> list[Run]:
-    """Every run of the benchmark, in the order they are trained (the most informative first)."""
-    runs: list[Run] = []
+    """Every run of the benchmark, in the order they are trained (the most informative first, so that a partial
+    result is the most useful one: the TextCNN with its copies curve, the transformers, then the BiLSTM)."""
     seeds = (0,) if quick else SEEDS
-    for model in ("cnn", "bilstm"):
+    top = 2 if quick else COPIES_MAX
+
+    def small(model: str, method: str, seed: int, copies: int = 0) -> Run:
         spec, epochs, lr = SMALL[model]
-        for seed in seeds:
-            runs.append(Run(model, "ce", seed, 0, spec, (("text_ce", {}, 0, epochs, lr),)))
-            runs.append(Run(model, "kd", seed, 0, spec, (("text_kd", KD, 0, epochs, lr),)))
-            k = 2 if quick else COPIES_MAX
-            runs.append(Run(model, "kd+transfer", seed, k, spec, (("text_kd", KD, k, transfer_epochs(k), lr),)))
-    for k in (1,) if quick else CURVE[:-1]:  # the copies curve (seed 0; 20 copies is the row above)
-        spec, _, lr = SMALL["cnn"]
-        runs.append(Run("cnn", "kd+transfer", 0, k, spec, (("text_kd", KD, k, transfer_epochs(k), lr),)))
+        if method == "ce":
+            return Run(model, "ce", seed, 0, spec, (("text_ce", {}, 0, epochs, lr),))
+        if method == "kd":
+            return Run(model, "kd", seed, 0, spec, (("text_kd", KD, 0, epochs, lr),))
+        return Run(model, "kd+transfer", seed, copies, spec, (("text_kd", KD, copies, transfer_epochs(copies), lr),))
+
+    runs = [small("cnn", m, seed, top) for seed in seeds for m in ("ce", "kd", "kd+transfer")]
+    runs += [small("cnn", "kd+transfer", 0, k) for k in ((1,) if quick else CURVE[:-1])]  # the copies curve
     runs.append(Run("minilm-L2", "ce", 0, 0, L2, (("text_ce", {}, 0, 2, 1e-4),)))
     runs.append(Run("minilm-L2", "kd", 0, 0, L2, (("text_kd", KD, 0, 2, 1e-4),)))
     # TinyBERT (Jiao et al., 2020): intermediate layers on the transfer set, then soft targets only (alpha 1, T 1);
@@ -115,6 +117,8 @@ def plan(quick: bool = False) -> list[Run]:
     k1, k2 = (1, 2) if quick else (1, 4)
     tiny = (("tinybert", {}, k1, 1, 1e-4), ("text_kd", {"alpha": 1.0, "temperature": 1.0}, k2, 1, 1e-4))
     runs.append(Run("minilm-L2", "tinybert+transfer", 0, k2, L2, tiny))
+    runs += [small("bilstm", m, seed) for seed in seeds for m in ("ce", "kd")]
+    runs += [small("bilstm", "kd+transfer", seed, top) for seed in seeds]
     return runs
 
 
@@ -481,6 +485,7 @@ def main(argv: list[str] | None = None) -> int:
         "--prepare", action="store_true", help="fine-tune the teacher and label the transfer set, then stop"
     )
     ap.add_argument("--worker", action="store_true", help="train runs not done or claimed by another worker, then stop")
+    ap.add_argument("--without-transfer", action="store_true", help="a worker for the runs without a transfer set")
     ap.add_argument("--report-only", action="store_true", help="tables from the runs done so far (the rest listed)")
     ap.add_argument("--only", nargs="*", default=None, help="train only runs whose name starts with one of these")
     args = ap.parse_args(argv)
@@ -488,11 +493,18 @@ def main(argv: list[str] | None = None) -> int:
     b = Bench(args)
     _ = b.teacher  # fine-tuned or loaded now
     print(f"teacher: {b.t_info}", flush=True)
-    transfer = b.label()
-    print(f"transfer set: {transfer['texts']} texts labelled in {transfer['labelling_seconds']:.0f} s", flush=True)
+    runs = plan(args.quick)
+    if args.without_transfer:  # a worker that can start while the transfer set is still being labelled
+        from distill.text.pipeline import teacher_logits
+
+        runs = [r for r in runs if not any(stage[2] for stage in r.stages)]
+        b.train_logits = teacher_logits(b.teacher, b.dm, "train", args.cache)
+        transfer = {}
+    else:
+        transfer = b.label()
+        print(f"transfer set: {transfer['texts']} texts labelled in {transfer['labelling_seconds']:.0f} s", flush=True)
     if args.prepare:
         return 0
-    runs = plan(args.quick)
     if args.only:
         runs = [r for r in runs if r.name.startswith(tuple(args.only))]
     for run in (
@@ -503,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
                 b.train(run)
             finally:
                 claim.unlink(missing_ok=True)
-    if args.worker or args.only:
+    if args.worker or args.only or args.without_transfer:
         return 0
     return report(b, runs, transfer, t_start)
 
