@@ -171,12 +171,15 @@ class HiddenStates(_LayerMatch):
         _, mask = unpack(b.x)
         t = self.teacher_outputs(b.x, hidden=True)
         s = self.student.run(b.x, hidden=True)
-        loss = sum(
+        terms = self.logit_terms(s.logits, b.y, t.logits)
+        return {**terms, "hidden": self.hidden_weight * self.hidden_loss(s, t, mask), "_logits": s.logits}
+
+    def hidden_loss(self, s: Any, t: Any, mask: Tensor) -> Tensor:
+        """The summed MSE of the mapped layers' projected hidden states (student and teacher HF outputs)."""
+        return sum(
             hidden_mse_loss(p(s.hidden_states[i + 1]), t.hidden_states[j + 1], mask)
             for p, (i, j) in zip(self.proj, self.pairs, strict=True)
         )
-        terms = self.logit_terms(s.logits, b.y, t.logits)
-        return {**terms, "hidden": self.hidden_weight * loss, "_logits": s.logits}
 
 
 @register_text_method("tinybert")
@@ -225,10 +228,7 @@ class TinyBERT(HiddenStates):
         _, mask = unpack(b.x)
         t = self.teacher_outputs(b.x, hidden=True, attentions=True)
         s = self.student.run(b.x, hidden=True, attentions=True)
-        hidden = sum(
-            hidden_mse_loss(p(s.hidden_states[i + 1]), t.hidden_states[j + 1], mask)
-            for p, (i, j) in zip(self.proj, self.pairs, strict=True)
-        )
+        hidden = self.hidden_loss(s, t, mask)
         attention = sum(attention_mse_loss(s.attentions[i], t.attentions[j], mask) for i, j in self.attention_pairs)
         terms = self.logit_terms(s.logits, b.y, t.logits)
         return {
